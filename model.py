@@ -1,0 +1,129 @@
+"""A compact CNN for MNIST: convolution blocks, max-pool transitions and global average pooling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 convolution -> BatchNorm -> ReLU -> Dropout, keeping the spatial size (padding 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        super().__init__(
+            # No bias: the BatchNorm that follows subtracts the mean and adds its own shift.
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+
+
+class MaxPoolingBlock(nn.Sequential):
+    """2x2 max-pool (halves height and width) then a 1x1 convolution that sets the channel count."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+        )
+
+
+def stage_widths(n_channels: int) -> tuple[int, int, int]:
+    """Channel widths of the three resolution stages (28x28, 14x14, 7x7) for a base width."""
+    if not isinstance(n_channels, int) or n_channels < 1:
+        raise ValueError(f"n_channels must be a positive int, got {n_channels!r}")
+    return n_channels, 2 * n_channels, 3 * n_channels
+
+
+class Net(nn.Module):
+    """Three stages of ConvBlocks joined by MaxPoolingBlocks, then global average pooling and a Linear layer.
+
+    One thin convolution at full 28x28 resolution keeps the compute low; most parameters sit at 7x7,
+    where running them is cheap.
+    """
+
+    def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.05) -> None:
+        super().__init__()
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        self.in_channels = in_channels
+        w1, w2, w3 = stage_widths(n_channels)
+        self.features = nn.Sequential(
+            ConvBlock(in_channels, w1, dropout),  # 28x28: edges and strokes
+            MaxPoolingBlock(w1, w2),  # -> 14x14
+            ConvBlock(w2, w2, dropout),
+            ConvBlock(w2, w2, dropout),
+            MaxPoolingBlock(w2, w3),  # -> 7x7
+            ConvBlock(w3, w3, dropout),
+            ConvBlock(w3, w3, dropout),
+            nn.AdaptiveAvgPool2d(1),  # global average pooling: one number per channel
+        )
+        self.classifier = nn.Linear(w3, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch N x in_channels x 28 x 28 of float images to N x 10 class logits."""
+        expected = f"a float tensor of shape N x {self.in_channels} x {IMAGE_SIZE} x {IMAGE_SIZE}"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected {expected}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected {expected}, got dtype {x.dtype} (normalise images to float first)")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"expected {expected}, got shape {tuple(x.shape)}")
+        return self.classifier(self.features(x).flatten(1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class LayerGeometry:
+    """Where one spatial layer sits: its output size, jump (input pixels per output step) and receptive field."""
+
+    name: str
+    output_size: int
+    jump: int
+    receptive_field: int
+
+
+def receptive_fields(model: nn.Module, input_size: int = IMAGE_SIZE) -> list[LayerGeometry]:
+    """Walk the model's convolution and pooling layers in order and compute each one's geometry.
+
+    For a layer with kernel k, stride s and padding p:
+    output = (input + 2p - k) // s + 1,  receptive field += (k - 1) * jump,  jump *= s.
+    """
+    size, jump, rf = input_size, 1, 1
+    rows = [LayerGeometry("input", size, jump, rf)]
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.AdaptiveAvgPool2d):
+            k, s, p = size, 1, 0  # global pooling: one window over the whole map
+        elif isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, p = (_first(layer.kernel_size), _first(layer.stride), _first(layer.padding))
+        else:
+            continue
+        size = (size + 2 * p - k) // s + 1
+        rf += (k - 1) * jump
+        jump *= s
+        rows.append(LayerGeometry(f"{name} ({type(layer).__name__})", size, jump, rf))
+    return rows
+
+
+def _first(value: int | tuple[int, ...]) -> int:
+    """The first element of a PyTorch size argument, which may be an int or a tuple."""
+    return value[0] if isinstance(value, tuple) else value
+
+
+def receptive_field_table(model: nn.Module, input_size: int = IMAGE_SIZE) -> str:
+    """The geometry of every spatial layer as a plain-text table."""
+    rows = receptive_fields(model, input_size)
+    width = max(len(row.name) for row in rows)
+    lines = [f"{'layer':<{width}}  {'output':>9}  {'jump':>4}  {'receptive field':>15}"]
+    lines += [f"{r.name:<{width}}  {f'{r.output_size}x{r.output_size}':>9}  {r.jump:>4}  "
+              f"{f'{r.receptive_field}x{r.receptive_field}':>15}" for r in rows]
+    return "\n".join(lines)

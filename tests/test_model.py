@@ -1,0 +1,78 @@
+"""Tests of the building blocks, Net and the receptive-field walk."""
+import pytest
+import torch
+from torch import nn
+
+from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, receptive_fields, stage_widths
+
+
+def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
+    block = ConvBlock(3, 5, dropout=0.1)
+    assert [type(layer) for layer in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout]
+    assert block(torch.randn(2, 3, 14, 14)).shape == (2, 5, 14, 14)
+
+
+def test_max_pooling_block_halves_size_and_sets_channels():
+    block = MaxPoolingBlock(8, 4)
+    assert block(torch.randn(2, 8, 14, 14)).shape == (2, 4, 7, 7)
+    assert block[1].kernel_size == (1, 1)
+
+
+def test_net_outputs_logits_for_each_image():
+    assert Net()(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_default_net_is_under_twenty_thousand_parameters():
+    assert count_parameters(Net()) < 20_000
+
+
+@pytest.mark.parametrize("width", [4, 8, 12])
+def test_n_channels_scales_every_stage(width):
+    net = Net(n_channels=width)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert {conv.out_channels for conv in convs} == set(stage_widths(width))
+    assert net.classifier.in_features == stage_widths(width)[-1]
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_parameter_count_grows_with_width():
+    counts = [count_parameters(Net(n_channels=w)) for w in (4, 5, 8)]
+    assert counts == sorted(counts) and len(set(counts)) == 3
+
+
+def test_in_channels_is_honoured():
+    assert Net(in_channels=3)(torch.randn(2, 3, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.randn(1, 28, 28), "shape"),
+    (torch.randn(2, 3, 28, 28), "shape"),
+    (torch.randn(2, 1, 32, 32), "shape"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "dtype"),
+    ([[0.0]], "list"),
+])
+def test_wrong_input_raises_value_error_saying_what_was_expected(bad, message):
+    with pytest.raises(ValueError, match="N x 1 x 28 x 28") as error:
+        Net()(bad)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("width", [0, -1, 2.5])
+def test_bad_width_is_rejected(width):
+    with pytest.raises(ValueError, match="n_channels"):
+        Net(n_channels=width)
+
+
+def test_receptive_field_matches_hand_computation():
+    # conv3 (pad 0): 28->26, rf 3; maxpool2: 13, rf 4, jump 2; conv3 (pad 1): 13, rf 8; conv1x1: rf 8.
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1))
+    rows = [(r.output_size, r.jump, r.receptive_field) for r in receptive_fields(net)]
+    assert rows == [(28, 1, 1), (26, 1, 3), (13, 2, 4), (13, 2, 8), (13, 2, 8)]
+
+
+def test_default_net_sees_the_whole_digit_before_pooling():
+    rows = receptive_fields(Net())
+    last_conv = [r for r in rows if "Conv2d" in r.name][-1]
+    assert last_conv.output_size == 7 and last_conv.jump == 4
+    assert last_conv.receptive_field >= 28
+    assert rows[-1].output_size == 1

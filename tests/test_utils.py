@@ -1,0 +1,247 @@
+"""Tests of the data path, the training loop, saving, predicting and the plots."""
+import math
+
+import matplotlib
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+matplotlib.use("Agg")
+
+import utils  # noqa: E402
+from model import Net  # noqa: E402
+from utils import (Augmentation, History, TensorLoader, augment_batch, confusion_matrix, fit,  # noqa: E402
+                   load_model, mnist_tensors, normalize, per_class_accuracy, predict, save_model,
+                   split_validation, train, train_transforms)
+
+
+@pytest.fixture(scope="module")
+def mnist_train():
+    return mnist_tensors(train=True)
+
+
+def synthetic_digits(n=256, seed=0):
+    """Images whose class is where a bright square sits: learnable in a few steps."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    images = torch.randint(0, 30, (n, 1, 28, 28), generator=generator, dtype=torch.uint8)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 5)
+        image[0, 4 + 10 * row:12 + 10 * row, 2 + 5 * col:6 + 5 * col] = 255
+    return images, labels
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def test_data_dir_argument_then_environment_then_shared(monkeypatch, tmp_path):
+    monkeypatch.setenv("MNIST_DATA_DIR", "/from/env")
+    assert utils.resolve_data_dir(tmp_path) == (tmp_path, False)
+    assert utils.resolve_data_dir() == (utils.Path("/from/env"), False)
+    monkeypatch.delenv("MNIST_DATA_DIR")
+    monkeypatch.setattr(utils, "SHARED_MNIST", tmp_path)
+    assert utils.resolve_data_dir() == (tmp_path, False)
+    monkeypatch.setattr(utils, "SHARED_MNIST", tmp_path / "missing")
+    assert utils.resolve_data_dir() == (utils.Path("data"), True)
+
+
+def test_missing_data_gives_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MNIST_DATA_DIR"):
+        utils.load_mnist(train=False, data_dir=tmp_path)
+
+
+def test_mnist_tensors_are_the_whole_split_as_uint8(mnist_train):
+    images, labels = mnist_train
+    assert images.shape == (60_000, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (60_000,) and set(labels.unique().tolist()) == set(range(10))
+
+
+def test_validation_split_is_disjoint_and_complete():
+    images = torch.arange(100, dtype=torch.uint8).reshape(100, 1, 1, 1)
+    labels = torch.arange(100)
+    (train_x, train_y), (val_x, val_y) = split_validation(images, labels, 20, seed=3)
+    assert len(val_y) == 20 and len(train_y) == 80
+    assert sorted(torch.cat([train_y, val_y]).tolist()) == list(range(100))
+    assert torch.equal(train_x.flatten().long(), train_y)
+    with pytest.raises(ValueError, match="val_size"):
+        split_validation(images, labels, 100)
+
+
+def test_test_transform_normalises_with_mnist_statistics():
+    image = Image.fromarray(torch.full((28, 28), 255, dtype=torch.uint8).numpy())
+    tensor = utils.test_transforms()(image)
+    assert tensor.shape == (1, 28, 28)
+    assert torch.allclose(tensor, torch.full_like(tensor, (1 - utils.MNIST_MEAN) / utils.MNIST_STD))
+    assert torch.allclose(normalize(torch.full((1, 1, 28, 28), 255, dtype=torch.uint8)), tensor[None])
+
+
+def test_train_transform_is_random_and_keeps_shape():
+    image = Image.fromarray(synthetic_digits(1)[0][0, 0].numpy())
+    torch.manual_seed(0)
+    views = [train_transforms()(image) for _ in range(4)]
+    assert all(v.shape == (1, 28, 28) for v in views)
+    assert not torch.equal(views[0], views[1])
+
+
+def test_augment_batch_with_zero_ranges_is_the_identity():
+    images = synthetic_digits(8)[0].float() / 255
+    same = augment_batch(images, Augmentation(max_degrees=0, max_shift=0, max_zoom=0))
+    assert torch.allclose(same, images, atol=1e-5)
+
+
+def test_augment_batch_draws_its_own_transform_for_each_image():
+    image = synthetic_digits(1)[0].float() / 255
+    views = augment_batch(image.repeat(16, 1, 1, 1), Augmentation(max_degrees=15, max_shift=0.1, max_zoom=0.1))
+    assert views.shape == (16, 1, 28, 28)
+    assert 0 <= views.min() and views.max() <= 1 + 1e-6
+    assert len({tuple(v.flatten()[::7].tolist()) for v in views}) == 16
+
+
+def test_augment_batch_shifts_by_the_requested_fraction():
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 14, 14] = 1.0
+    shifted = augment_batch(image, Augmentation(max_degrees=0, max_shift=0, max_zoom=0))
+    assert shifted[0, 0].argmax() == 14 * 28 + 14
+
+
+def test_tensor_loader_visits_every_image_once_per_epoch():
+    images, labels = synthetic_digits(100)
+    loader = TensorLoader(images, torch.arange(100), batch_size=32, shuffle=True)
+    assert len(loader) == 4
+    seen = torch.cat([batch_labels for _, batch_labels in loader])
+    assert sorted(seen.tolist()) == list(range(100))
+    first_batch, _ = next(iter(loader))
+    assert first_batch.dtype == torch.float32 and first_batch.shape == (32, 1, 28, 28)
+
+
+def test_tensor_loader_channels_last():
+    images, labels = synthetic_digits(8)
+    batch, _ = next(iter(TensorLoader(images, labels, 8, channels_last=True)))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(images=torch.zeros(4, 1, 28, 28)), "uint8"),
+    (dict(labels=torch.zeros(3, dtype=torch.long)), "labels"),
+    (dict(batch_size=0), "batch_size"),
+])
+def test_tensor_loader_rejects_bad_input(kwargs, message):
+    args = dict(images=torch.zeros(4, 1, 28, 28, dtype=torch.uint8), labels=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=message):
+        TensorLoader(**{**args, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------- training
+
+def test_train_lowers_the_loss_and_test_reports_metrics():
+    torch.manual_seed(0)
+    images, labels = synthetic_digits(256)
+    loader = TensorLoader(images, labels, batch_size=32, shuffle=True)
+    model = Net(n_channels=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = [train(model, loader, optimizer)[0] for _ in range(6)]
+    assert losses[-1] < losses[0] * 0.5
+    test_loss, test_acc = utils.test(model, TensorLoader(images, labels, batch_size=64))
+    assert 0 <= test_loss < losses[0] and 50 < test_acc <= 100
+
+
+def test_empty_loader_is_an_error():
+    with pytest.raises(ValueError, match="no batches"):
+        utils.test(Net(n_channels=4), [])
+
+
+def test_fit_records_one_row_per_epoch_and_a_new_history_each_call():
+    images, labels = synthetic_digits(64)
+    loader = TensorLoader(images, labels, batch_size=32, shuffle=True)
+    first = fit(Net(n_channels=4), loader, loader, epochs=2, verbose=False)
+    second = fit(Net(n_channels=4), loader, loader, epochs=1, verbose=False)
+    assert first.epochs == 2 and len(first.train_loss) == len(first.epoch_seconds) == 2
+    assert second.epochs == 1
+    assert first.parameters == sum(p.numel() for p in Net(n_channels=4).parameters())
+    assert first.config["epochs"] == 2 and first.device.startswith("CPU")
+    with pytest.raises(ValueError, match="epochs"):
+        fit(Net(n_channels=4), loader, loader, epochs=0)
+
+
+def test_history_round_trips_through_json(tmp_path):
+    history = History(parameters=123, device="CPU", config={"seed": 1})
+    history.record(0.5, 90.0, 0.4, 91.0, 1.5)
+    history.save(tmp_path / "sub" / "history.json")
+    assert History.load(tmp_path / "sub" / "history.json") == history
+
+
+def test_same_seed_gives_identical_runs_on_a_real_subset(mnist_train):
+    images, labels = mnist_train[0][:512], mnist_train[1][:512]
+
+    def run(seed):
+        utils.seed_everything(seed)
+        loader = TensorLoader(images, labels, batch_size=64, shuffle=True, augmentation=Augmentation())
+        return fit(Net(n_channels=4), loader, TensorLoader(images, labels, 256), epochs=2, verbose=False)
+
+    first, second, other = run(7), run(7), run(8)
+    assert first.train_loss == second.train_loss and first.test_acc == second.test_acc
+    assert first.train_loss != other.train_loss
+
+
+# ------------------------------------------------------------------------------ saving, predicting
+
+def test_saved_model_loads_back_with_identical_outputs(tmp_path):
+    model = Net(n_channels=4).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    save_model(model, tmp_path / "artifacts" / "model.pt")
+    restored = load_model(Net(n_channels=4), tmp_path / "artifacts" / "model.pt").eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(model(x), restored(x))
+
+
+def test_predict_takes_one_image_a_batch_or_pil_images():
+    images, labels = synthetic_digits(256)
+    torch.manual_seed(0)
+    model = Net(n_channels=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(4):
+        train(model, TensorLoader(images, labels, batch_size=32, shuffle=True), optimizer)
+    batch = predict(model, images[:50])
+    assert batch.shape == (50,) and (batch == labels[:50]).float().mean() > 0.5
+    assert predict(model, images[0, 0]).tolist() == batch[:1].tolist()
+    pil = [Image.fromarray(image[0].numpy()) for image in images[:3]]
+    assert predict(model, pil).tolist() == batch[:3].tolist()
+    assert predict(model, pil[0]).tolist() == batch[:1].tolist()
+
+
+@pytest.mark.parametrize("bad", [torch.rand(28, 28), torch.zeros(2, 3, 28, 28, dtype=torch.uint8)])
+def test_predict_rejects_what_it_cannot_read(bad):
+    with pytest.raises(ValueError, match="predict expects"):
+        predict(Net(n_channels=4), bad)
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    true = torch.tensor([0, 0, 1, 1, 1, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 2, 2])
+    confusion = confusion_matrix(true, predicted, num_classes=3)
+    assert confusion.tolist() == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
+    assert torch.allclose(per_class_accuracy(confusion), torch.tensor([50.0, 200 / 3, 100.0]))
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+def test_plots_return_figures():
+    images, labels = synthetic_digits(30)
+    history = History()
+    for epoch in range(3):
+        history.record(1 / (epoch + 1), 90 + epoch, 1 / (epoch + 2), 95 + epoch, 1.0)
+    predicted = labels.clone()
+    predicted[:5] = (predicted[:5] + 1) % 10
+    figures = [
+        utils.plot_samples(images, labels, count=16),
+        utils.plot_augmentations(images[:3], views=4),
+        utils.plot_history(history),
+        utils.plot_misclassified(images, labels, predicted),
+        utils.plot_confusion_matrix(confusion_matrix(labels, predicted)),
+    ]
+    assert all(isinstance(figure, Figure) for figure in figures)
+    titles = [ax.get_title() for ax in figures[3].axes if ax.get_title()]
+    assert len(titles) == 5 and titles[0] == f"{int(labels[0])} -> {int(predicted[0])}"
+    assert math.isclose(len(figures[1].axes), 3 * 5)

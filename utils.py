@@ -1,0 +1,445 @@
+"""Data, augmentation, training, evaluation and plots for the S6 MNIST walkthrough."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+from torchvision import datasets, transforms
+from tqdm.auto import tqdm
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# Beside a checkout of this project, the offline machines keep a copy of MNIST here.
+SHARED_MNIST = Path(__file__).resolve().parent.parent / "shared" / "mnist"
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the random affine transform applied to each training image."""
+
+    max_degrees: float = 10.0  # rotation in [-max_degrees, +max_degrees]
+    max_shift: float = 0.1  # translation, as a fraction of the image size, in each direction
+    max_zoom: float = 0.1  # scale in [1 - max_zoom, 1 + max_zoom]
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """Where MNIST lives and whether torchvision may download it there.
+
+    Order: the argument, then $MNIST_DATA_DIR, then ../shared/mnist beside the checkout, then ./data
+    (downloading, as on Colab).
+    """
+    for candidate in (data_dir, os.environ.get("MNIST_DATA_DIR") or None):
+        if candidate is not None:
+            return Path(candidate), False
+    if SHARED_MNIST.is_dir():
+        return SHARED_MNIST, False
+    return Path("data"), True
+
+
+def load_mnist(train: bool, data_dir: str | os.PathLike | None = None, transform=None) -> datasets.MNIST:
+    """The MNIST training or test set through torchvision, with one clear error when it cannot be had."""
+    root, download = resolve_data_dir(data_dir)
+    try:
+        return datasets.MNIST(root=str(root), train=train, download=download, transform=transform)
+    except Exception as error:  # torchvision raises RuntimeError or URLError from deep inside
+        raise FileNotFoundError(
+            f"MNIST not found under '{root}' ({type(error).__name__}: {error}). "
+            "Set MNIST_DATA_DIR (or pass data_dir) to a folder holding MNIST/raw/, "
+            "or run where the internet is reachable so that it downloads into ./data."
+        ) from None  # the message above says all; torchvision's own traceback would bury it
+
+
+def mnist_tensors(train: bool, data_dir: str | os.PathLike | None = None,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (uint8, N x 1 x 28 x 28) and labels (int64, N) of one split, as tensors on `device`."""
+    dataset = load_mnist(train, data_dir)
+    return dataset.data.unsqueeze(1).to(device), dataset.targets.to(device)
+
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int,
+                     seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Carve a random validation set of `val_size` images out of the training set."""
+    if not 0 < val_size < len(images):
+        raise ValueError(f"val_size must be between 1 and {len(images) - 1}, got {val_size}")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(images.device)
+    val, keep = order[:val_size], order[val_size:]
+    return (images[keep], labels[keep]), (images[val], labels[val])
+
+
+def train_transforms(aug: Augmentation = Augmentation()) -> transforms.Compose:
+    """Per-image (PIL) version of the training augmentation: what `augment_batch` does to a whole batch."""
+    return transforms.Compose([
+        transforms.RandomAffine(degrees=aug.max_degrees, translate=(aug.max_shift, aug.max_shift),
+                                scale=(1 - aug.max_zoom, 1 + aug.max_zoom)),
+        transforms.ToTensor(),
+        transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)),
+    ])
+
+
+def test_transforms() -> transforms.Compose:
+    """Test images are only scaled to [0, 1] and normalised with the training set's mean and std."""
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0, 1] float) images -> float images with the training set's mean 0 and std 1."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    return (images - MNIST_MEAN) / MNIST_STD
+
+
+def augment_batch(images: torch.Tensor, aug: Augmentation = Augmentation()) -> torch.Tensor:
+    """Rotate, shift and zoom every image of a float batch (N x C x H x W, values in [0, 1]) by its own
+    random amounts, in one `affine_grid` + `grid_sample` call on the batch's device."""
+    n, device = images.shape[0], images.device
+    angle = torch.empty(n, device=device).uniform_(-1, 1) * math.radians(aug.max_degrees)
+    zoom = torch.empty(n, device=device).uniform_(1 - aug.max_zoom, 1 + aug.max_zoom)
+    # affine_grid coordinates run from -1 to 1, so a shift of a fraction f of the image is 2 f.
+    shift = torch.empty(n, 2, device=device).uniform_(-1, 1) * 2 * aug.max_shift
+    # theta maps output coordinates to input coordinates: the inverse of the wanted transform.
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # Pixels that come from outside the image are 0: MNIST's black background.
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class TensorLoader:
+    """Batches of (normalised, optionally augmented) images and labels from tensors that already sit on
+    the training device: no worker processes, no per-image Python work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
+                 shuffle: bool = False, augmentation: Augmentation | None = None,
+                 channels_last: bool = False) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.augmentation = batch_size, shuffle, augmentation
+        self.channels_last = channels_last
+
+    @classmethod
+    def mnist(cls, train: bool, device: torch.device, batch_size: int = 256,
+              augmentation: Augmentation | None = None, data_dir: str | os.PathLike | None = None) -> "TensorLoader":
+        """A loader over the whole MNIST training (shuffled) or test split, its tensors moved to `device`.
+
+        Channels-last memory layout is used on the CPU, where it measured faster; elsewhere it is left off.
+        """
+        images, labels = mnist_tensors(train, data_dir, device)
+        return cls(images, labels, batch_size, shuffle=train, augmentation=augmentation,
+                   channels_last=torch.device(device).type == "cpu")
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        order = torch.randperm(len(self.images), device=device) if self.shuffle else None
+        for start in range(0, len(self.images), self.batch_size):
+            if order is None:
+                images = self.images[start:start + self.batch_size]
+                labels = self.labels[start:start + self.batch_size]
+            else:
+                index = order[start:start + self.batch_size]
+                images, labels = self.images[index], self.labels[index]
+            images = images.float() / 255
+            if self.augmentation is not None:
+                images = augment_batch(images, self.augmentation)
+            images = normalize(images)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels
+
+
+# ----------------------------------------------------------------------------------- training loop
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so that a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device() -> torch.device:
+    """CUDA if there is a GPU, then Apple's MPS, else the CPU; says which."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        name = torch.cuda.get_device_name(device)
+    elif torch.backends.mps.is_available():
+        device, name = torch.device("mps"), "Apple MPS"
+    else:
+        device, name = torch.device("cpu"), f"CPU ({torch.get_num_threads()} threads)"
+    print(f"Training on {device.type}: {name}")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name for the device, to store beside the numbers it produced."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+          label_smoothing: float = 0.0, desc: str = "train") -> tuple[float, float]:
+    """One epoch of training; returns (mean loss, accuracy in %)."""
+    model.train()
+    # Sums stay on the device: reading them back each step (.item()) would stall a GPU every batch.
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, leave=False)
+    for images, labels in bar:
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum = loss_sum + loss.detach() * len(labels)
+        correct = correct + (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    if seen == 0:
+        raise ValueError("the training loader yielded no batches")
+    return float(loss_sum) / seen, 100.0 * float(correct) / seen
+
+
+@torch.inference_mode()
+def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") -> tuple[float, float]:
+    """Evaluate without gradients; returns (mean loss, accuracy in %)."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in tqdm(loader, desc=desc, leave=False):
+        logits = model(images)
+        loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
+        correct = correct + (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    if seen == 0:
+        raise ValueError("the test loader yielded no batches")
+    return float(loss_sum) / seen, 100.0 * float(correct) / seen
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of one training run, plus what is needed to tell runs apart."""
+
+    parameters: int = 0
+    device: str = ""
+    config: dict = field(default_factory=dict)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def record(self, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
+               seconds: float) -> None:
+        """Append one epoch's numbers."""
+        for name, value in zip(("train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds"),
+                               (train_loss, train_acc, test_loss, test_acc, seconds)):
+            getattr(self, name).append(value)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.test_acc)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the history as JSON (creating the folder)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        """Read a history written by `save`."""
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader, epochs: int,
+        max_lr: float = 0.1, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
+        verbose: bool = True) -> History:
+    """Train with SGD (Nesterov momentum) under a one-cycle learning-rate schedule, testing after
+    every epoch; returns the History."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    device = next(model.parameters()).device
+    optimizer = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, nesterov=True,
+                                weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
+                                                    steps_per_epoch=len(train_loader))
+    history = History(parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                      device=device_name(device),
+                      config=dict(epochs=epochs, max_lr=max_lr, weight_decay=weight_decay,
+                                  label_smoothing=label_smoothing, batch_size=train_loader.batch_size))
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = train(model, train_loader, optimizer, scheduler, label_smoothing,
+                                      desc=f"epoch {epoch}/{epochs}")
+        test_loss, test_acc = test(model, test_loader)
+        history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
+        if verbose:
+            print(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
+                  f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  ({history.epoch_seconds[-1]:.1f} s)")
+    return history
+
+
+# ------------------------------------------------------------------------------ saving, predicting
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save the model's weights (state_dict) to `path`, creating the folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+
+
+def load_model(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load weights saved by `save_model` into `model` (weights only: no pickled code is run)."""
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images) -> torch.Tensor:
+    """Predicted digits for one image or a batch: uint8 tensors (28 x 28, 1 x 28 x 28 or N x 1 x 28 x 28),
+    or PIL images."""
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8:
+            raise ValueError(f"predict expects uint8 images (0-255), got dtype {images.dtype}")
+        batch = images.reshape(-1, 1, *images.shape[-2:]) if images.dim() in (2, 3, 4) else None
+        if batch is None or (images.dim() == 4 and images.shape[1] != 1):
+            raise ValueError(f"predict expects 28x28, 1x28x28 or Nx1x28x28 images, got {tuple(images.shape)}")
+        batch = normalize(batch)
+    else:
+        pil_images = images if isinstance(images, (list, tuple)) else [images]
+        batch = torch.stack([test_transforms()(image) for image in pil_images])
+    model.eval()
+    device = next(model.parameters()).device
+    return model(batch.to(device)).argmax(1).cpu()
+
+
+@torch.inference_mode()
+def predictions(model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for every image of a loader, on the CPU."""
+    model.eval()
+    predicted, true = [], []
+    for images, labels in loader:
+        predicted.append(model(images).argmax(1).cpu())
+        true.append(labels.cpu())
+    return torch.cat(predicted), torch.cat(true)
+
+
+def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """counts[i, j] = how many images of digit i were predicted as j."""
+    return torch.bincount(true * num_classes + predicted, minlength=num_classes ** 2).reshape(num_classes, -1)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """Accuracy in % for each true class: the diagonal over the row sums."""
+    return 100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)
+
+
+# ---------------------------------------------------------------------------------------- plots
+
+
+def _image_grid(images: torch.Tensor, titles: Sequence[str], columns: int, figsize_per: float = 1.1) -> Figure:
+    """Show grey images in a grid, one title each."""
+    rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * figsize_per, rows * figsize_per * 1.15),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image.squeeze().cpu().numpy(), cmap="gray")
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(images: torch.Tensor, labels: torch.Tensor, count: int = 32, columns: int = 8) -> Figure:
+    """A grid of the first `count` images with their labels."""
+    return _image_grid(images[:count], [str(int(label)) for label in labels[:count]], columns)
+
+
+def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(), views: int = 7) -> Figure:
+    """Each row: one original digit (uint8) and `views` random augmented versions of it."""
+    originals = images.float() / 255
+    columns = [originals] + [augment_batch(originals, aug) for _ in range(views)]
+    grid = torch.stack(columns, 1).flatten(0, 1)
+    titles = (["original"] + [f"view {v}" for v in range(1, views + 1)]) * len(images)
+    return _image_grid(grid, titles, columns=views + 1)
+
+
+def plot_history(history: History) -> Figure:
+    """Train and test loss (left) and accuracy (right) against the epoch."""
+    epochs = range(1, history.epochs + 1)
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_ax.plot(epochs, history.train_loss, "o-", label="train")
+    loss_ax.plot(epochs, history.test_loss, "o-", label="test")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss", yscale="log")
+    acc_ax.plot(epochs, history.train_acc, "o-", label="train (augmented, dropout on)")
+    acc_ax.plot(epochs, history.test_acc, "o-", label="test")
+    acc_ax.axhline(99.4, color="grey", linestyle="--", label="99.40% target")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy", ylim=(97, 100))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_misclassified(images: torch.Tensor, true: torch.Tensor, predicted: torch.Tensor,
+                       count: int = 24, columns: int = 8) -> Figure:
+    """The first `count` test digits the model got wrong, titled 'true -> predicted'."""
+    wrong = (true != predicted).nonzero().flatten()[:count]
+    titles = [f"{int(true[i])} -> {int(predicted[i])}" for i in wrong]
+    return _image_grid(images[wrong.to(images.device)], titles, columns)
+
+
+def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
+    """Confusion matrix with counts; the colour ignores the diagonal so that the mistakes stand out."""
+    off_diagonal = confusion.clone().fill_diagonal_(0)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(off_diagonal.numpy(), cmap="Reds")
+    for (i, j), count in np.ndenumerate(confusion.numpy()):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="black" if i != j else "tab:blue")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
+           title="Confusion matrix (colour: mistakes only)")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------- constraints
+
+MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
+
+
+def check_constraints(history: History) -> tuple[str, bool]:
+    """Say whether a run met the three constraints; returns the report and whether all hold."""
+    checks = [
+        (f"trainable parameters < {MAX_PARAMETERS:,}", history.parameters < MAX_PARAMETERS),
+        (f"epochs < {MAX_EPOCHS}", history.epochs < MAX_EPOCHS),
+        (f"last-epoch test accuracy >= {MIN_TEST_ACCURACY:.2f}%",
+         bool(history.test_acc) and history.test_acc[-1] >= MIN_TEST_ACCURACY),
+    ]
+    report = "\n".join(f"{'HOLDS ' if ok else 'FAILS '} {text}" for text, ok in checks)
+    return report, all(ok for _, ok in checks)
