@@ -419,9 +419,10 @@ def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
     off_diagonal = confusion.clone().fill_diagonal_(0)
     fig, ax = plt.subplots(figsize=(6, 5.5))
     ax.imshow(off_diagonal.numpy(), cmap="Reds")
+    dark = 0.6 * max(int(off_diagonal.max()), 1)
     for (i, j), count in np.ndenumerate(confusion.numpy()):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="black" if i != j else "tab:blue")
+        color = "tab:blue" if i == j else "white" if count > dark else "black"
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
            title="Confusion matrix (colour: mistakes only)")
     fig.tight_layout()

@@ -8,7 +8,7 @@ from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, receptive_f
 
 def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
     block = ConvBlock(3, 5, dropout=0.1)
-    assert [type(layer) for layer in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout]
+    assert [type(layer) for layer in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout2d]
     assert block(torch.randn(2, 3, 14, 14)).shape == (2, 5, 14, 14)
 
 

@@ -1,0 +1,124 @@
+"""Run S6.ipynb headless (papermill) for several seeds and widths and tabulate the last-epoch results.
+
+    python benchmarks/seeds.py --widths 8 5 --seeds 1 2 3 4 5 --small-seeds 1 2 3 --store-notebook
+writes each run's artifacts/seeds/w{width}_s{seed}/history.json, then benchmarks/results.md (a Markdown
+table) and benchmarks/accuracy_vs_parameters.png (test accuracy against parameter count, one point a run).
+With --store-notebook, the run with the notebook's own default parameters is executed unchanged and
+saved back into S6.ipynb, so that the stored notebook is the table's row for those parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import papermill  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from utils import MIN_TEST_ACCURACY, History  # noqa: E402
+
+
+NOTEBOOK = ROOT / "S6.ipynb"
+
+
+def notebook_defaults() -> dict:
+    """The values in the notebook's `parameters` cell."""
+    return {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
+
+
+def run_notebook(width: int, seed: int, epochs: int, artifacts: Path) -> History:
+    """Execute the notebook once with these parameters (papermill, into a scratch copy); returns the history."""
+    with tempfile.TemporaryDirectory() as scratch:
+        papermill.execute_notebook(
+            str(NOTEBOOK), str(Path(scratch) / "S6.out.ipynb"), cwd=str(ROOT), progress_bar=False,
+            parameters=dict(SEED=seed, N_CHANNELS=width, EPOCHS=epochs, ARTIFACTS_DIR=str(artifacts)))
+    return History.load(artifacts / "history.json")
+
+
+def run_and_store_notebook(defaults: dict) -> History:
+    """Execute S6.ipynb unchanged, as `jupyter nbconvert --execute --inplace` would, and save it in place."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    nbformat.write(notebook, NOTEBOOK)
+    return History.load(ROOT / defaults["ARTIFACTS_DIR"] / "history.json")
+
+
+def results_table(runs: dict[tuple[int, int], History]) -> str:
+    """One Markdown row per run, then the median and the minimum of each width."""
+    lines = ["| width | parameters | seed | epochs | last-epoch test acc | best-epoch test acc | s/epoch | device |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1])):
+        lines.append(f"| {width} | {h.parameters:,} | {seed} | {h.epochs} | **{h.test_acc[-1]:.2f}%** | "
+                     f"{max(h.test_acc):.2f}% | {statistics.mean(h.epoch_seconds):.1f} | {h.device} |")
+    lines += ["", "| width | parameters | runs | median last-epoch acc | lowest | highest |", "|---:|---:|---:|---:|---:|---:|"]
+    for width in sorted({w for w, _ in runs}, reverse=True):
+        last = [h.test_acc[-1] for (w, _), h in runs.items() if w == width]
+        parameters = next(h.parameters for (w, _), h in runs.items() if w == width)
+        lines.append(f"| {width} | {parameters:,} | {len(last)} | **{statistics.median(last):.2f}%** | "
+                     f"{min(last):.2f}% | {max(last):.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_parameters(runs: dict[tuple[int, int], History]) -> Figure:
+    """Last-epoch test accuracy against parameter count, one point per run, with the 99.40% line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for width in sorted({w for w, _ in runs}):
+        points = [(h.parameters, h.test_acc[-1]) for (w, _), h in runs.items() if w == width]
+        ax.scatter(*zip(*points), label=f"n_channels={width}", alpha=0.8)
+    ax.axhline(MIN_TEST_ACCURACY, color="grey", linestyle="--", label="99.40% target")
+    ax.set(xlabel="trainable parameters", ylabel="last-epoch test accuracy (%)",
+           title="S6 Net: one point per seed")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--small-seeds", type=int, nargs="+", default=[1, 2, 3],
+                        help="seeds for every width but the first")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    parser.add_argument("--store-notebook", action="store_true",
+                        help="save the run with the notebook's default parameters back into S6.ipynb")
+    args = parser.parse_args()
+
+    defaults = notebook_defaults()
+    start, runs = time.perf_counter(), {}
+    for index, width in enumerate(args.widths):
+        for seed in args.seeds if index == 0 else args.small_seeds:
+            if args.store_notebook and (width, seed, args.epochs) == (
+                    defaults["N_CHANNELS"], defaults["SEED"], defaults["EPOCHS"]):
+                history = run_and_store_notebook(defaults)
+            else:
+                history = run_notebook(width, seed, args.epochs, ROOT / "artifacts" / "seeds" / f"w{width}_s{seed}")
+            runs[width, seed] = history
+            print(f"width {width} seed {seed}: {history.parameters:,} parameters, "
+                  f"last-epoch test accuracy {history.test_acc[-1]:.2f}%", flush=True)
+    minutes = (time.perf_counter() - start) / 60
+    table = results_table(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(
+        f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {minutes:.0f} minutes wall time.\n\n{table}")
+    plot_accuracy_vs_parameters(runs).savefig(args.out / "accuracy_vs_parameters.png", dpi=120)
+    print(table)
+    print(f"sweep wall time: {minutes:.1f} minutes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Side-by-side speed of this project's training and the reference recipe it improves on.
+
+Both run in this one process, on the same device, for the same number of epochs; an epoch is one
+training pass over the 60,000 images plus one pass over the 10,000 test images.
+    python benchmarks/speed.py --epochs 2 --data ../shared/mnist
+prints a table and, last, one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from model import Net, count_parameters  # noqa: E402
+from utils import (MNIST_MEAN, MNIST_STD, Augmentation, TensorLoader, device_name, fit, load_mnist,  # noqa: E402
+                   pick_device, seed_everything, test_transforms)
+
+TRAIN_IMAGES = 60_000
+REFERENCE_PARAMETERS = 19_866
+
+
+class ReferenceBlock(nn.Sequential):
+    """The reference's block: 3x3 convolution without padding -> ReLU -> BatchNorm -> Dropout."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3), nn.ReLU(), nn.BatchNorm2d(out_channels),
+                         nn.Dropout(dropout))
+
+
+class ReferenceNet(nn.Module):
+    """The reference design: 28 -> 20 in four blocks, 1x1 to 16 and max-pool, 10 -> 4 in three, AvgPool(4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ReferenceBlock(1, 16), ReferenceBlock(16, 16), ReferenceBlock(16, 16), ReferenceBlock(16, 32),
+            nn.Conv2d(32, 16, 1), nn.MaxPool2d(2),
+            ReferenceBlock(16, 16), ReferenceBlock(16, 16, 0.1), ReferenceBlock(16, 32, 0.1),
+            nn.AvgPool2d(4),
+        )
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.fc(self.features(x).view(-1, 32)), dim=1)
+
+
+def reference_transforms() -> transforms.Compose:
+    """The reference's per-image PIL augmentation."""
+    return transforms.Compose([
+        transforms.RandomApply([transforms.CenterCrop(22)], p=0.1),
+        transforms.Resize((28, 28)),
+        transforms.RandomRotation((-15.0, 15.0), fill=0),
+        transforms.ToTensor(),
+        transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)),
+    ])
+
+
+def run_reference(epochs: int, device: torch.device, data_dir: str | None) -> tuple[list[float], float]:
+    """Train the reference recipe; returns seconds per epoch and the last epoch's test accuracy (%)."""
+    model = ReferenceNet().to(device)
+    assert count_parameters(model) == REFERENCE_PARAMETERS, count_parameters(model)
+    loader_args = dict(batch_size=512, num_workers=2, pin_memory=device.type == "cuda")
+    train_loader = torch.utils.data.DataLoader(load_mnist(True, data_dir, reference_transforms()),
+                                               shuffle=True, **loader_args)
+    test_loader = torch.utils.data.DataLoader(load_mnist(False, data_dir, test_transforms()), **loader_args)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.1)
+    seconds, accuracy = [], 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for images, labels in train_loader:
+            images, labels = images.to(device), labels.to(device)
+            loss = F.nll_loss(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for images, labels in test_loader:
+                correct += (model(images.to(device)).argmax(1) == labels.to(device)).sum().item()
+        seconds.append(time.perf_counter() - start)
+        accuracy = 100.0 * correct / len(test_loader.dataset)
+    return seconds, accuracy
+
+
+def run_project(epochs: int, device: torch.device, data_dir: str | None) -> tuple[list[float], float]:
+    """Train this project's Net with its tensor pipeline, as the notebook does."""
+    model = Net().to(device)
+    train_loader = TensorLoader.mnist(True, device, augmentation=Augmentation(), data_dir=data_dir)
+    test_loader = TensorLoader.mnist(False, device, batch_size=1000, data_dir=data_dir)
+    if train_loader.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    history = fit(model, train_loader, test_loader, epochs, verbose=False)
+    return history.epoch_seconds, history.test_acc[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--data", default=None, help="MNIST root (default: $MNIST_DATA_DIR or ../shared/mnist)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    device = torch.device(args.device) if args.device else pick_device()
+
+    results = {}
+    for name, run in (("project", run_project), ("reference", run_reference)):
+        seed_everything(args.seed)
+        seconds, accuracy = run(args.epochs, device, args.data)
+        per_epoch = statistics.mean(seconds)
+        results[name] = dict(s_per_epoch=per_epoch, images_per_s=TRAIN_IMAGES / per_epoch, test_acc=accuracy)
+        print(f"{name}: {', '.join(f'{s:.1f}' for s in seconds)} s per epoch", file=sys.stderr, flush=True)
+
+    print(f"\n{'recipe':<10} {'s/epoch':>8} {'images/s':>9} {'test acc':>9}   ({args.epochs} epochs, "
+          f"{device_name(device)})")
+    for name, r in results.items():
+        print(f"{name:<10} {r['s_per_epoch']:8.2f} {r['images_per_s']:9.0f} {r['test_acc']:8.2f}%")
+    ratio = results["project"]["s_per_epoch"] / results["reference"]["s_per_epoch"]
+    print(f"project / reference time per epoch: {ratio:.3f}\n")
+    print(json.dumps({f"{name}_{key}": round(value, 4) for name, r in results.items() for key, value in r.items()}
+                     | {"ratio": round(ratio, 4), "epochs": args.epochs, "device": device_name(device)}))
+
+
+if __name__ == "__main__":
+    main()
