@@ -8,7 +8,7 @@ from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, receptive_f
 
 def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
     block = ConvBlock(3, 5, dropout=0.1)
-    assert [type(layer) for layer in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout2d]
+    assert [type(layer) for layer in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout]
     assert block(torch.randn(2, 3, 14, 14)).shape == (2, 5, 14, 14)
 
 
@@ -76,3 +76,11 @@ def test_default_net_sees_the_whole_digit_before_pooling():
     assert last_conv.output_size == 7 and last_conv.jump == 4
     assert last_conv.receptive_field >= 28
     assert rows[-1].output_size == 1
+
+
+def test_dropout_acts_only_in_the_7x7_stage():
+    net = Net(dropout=0.2)
+    active = [name for name, m in net.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]
+    pooling = [name for name, m in net.named_modules() if isinstance(m, MaxPoolingBlock)]
+    assert len(active) == 2
+    assert all(int(name.split(".")[1]) > int(pooling[-1].split(".")[1]) for name in active)
