@@ -26,6 +26,7 @@ from utils import (MNIST_MEAN, MNIST_STD, Augmentation, TensorLoader, device_nam
 
 TRAIN_IMAGES = 60_000
 REFERENCE_PARAMETERS = 19_866
+REFERENCE_PUBLISHED_ACCURACY = 99.49  # its last epoch of 19, as published
 
 
 class ReferenceBlock(nn.Sequential):
