@@ -11,16 +11,21 @@ NUM_CLASSES = 10
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution -> BatchNorm -> ReLU -> Dropout, keeping the spatial size (padding 1)."""
+    """3x3 convolution -> BatchNorm -> ReLU (-> Dropout, when dropout > 0), keeping the spatial size."""
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
-        super().__init__(
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        layers = [
             # No bias: the BatchNorm that follows subtracts the mean and adds its own shift.
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
+        ]
+        # A Dropout(0) would do nothing but still be listed in the model summary.
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
 
 
 class MaxPoolingBlock(nn.Sequential):
@@ -37,19 +42,20 @@ def stage_widths(n_channels: int) -> tuple[int, int, int]:
     """Channel widths of the three resolution stages (28x28, 14x14, 7x7) for a base width."""
     if not isinstance(n_channels, int) or n_channels < 1:
         raise ValueError(f"n_channels must be a positive int, got {n_channels!r}")
-    return n_channels, 2 * n_channels, 3 * n_channels
+    return 2 * n_channels, 2 * n_channels, 3 * n_channels
 
 
 class Net(nn.Module):
     """Three stages of ConvBlocks (one at 28x28, three at 14x14, two at 7x7) joined by MaxPoolingBlocks,
     then global average pooling and a Linear layer.
 
-    A single thin convolution at full resolution keeps the compute low; most parameters sit at 14x14 and
-    7x7, where running them is cheap. Dropout acts in the 7x7 stage, which holds the most parameters
-    per activation; at 28x28 and 14x14 its random masks would cost far more time than they return.
+    The full-resolution stage is one convolution from the single input channel: it is cheap in
+    parameters and time even at 2 x n_channels wide. Most parameters sit at 14x14 and 7x7, where running
+    them is cheap. `dropout` (off by default: it did not help on the validation split) acts in the 7x7
+    stage, which holds the most parameters per activation.
     """
 
-    def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.1) -> None:
+    def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.0) -> None:
         super().__init__()
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")

@@ -146,6 +146,11 @@ class TensorLoader:
         return cls(images, labels, batch_size, shuffle=train, augmentation=augmentation,
                    channels_last=torch.device(device).type == "cpu")
 
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move `model` to this loader's device, and to channels-last memory if its batches are."""
+        model = model.to(self.images.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
@@ -182,12 +187,11 @@ def pick_device() -> torch.device:
     """CUDA if there is a GPU, then Apple's MPS, else the CPU; says which."""
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        name = torch.cuda.get_device_name(device)
     elif torch.backends.mps.is_available():
-        device, name = torch.device("mps"), "Apple MPS"
+        device = torch.device("mps")
     else:
-        device, name = torch.device("cpu"), f"CPU ({torch.get_num_threads()} threads)"
-    print(f"Training on {device.type}: {name}")
+        device = torch.device("cpu")
+    print(f"Training on {device.type}: {device_name(device)}")
     return device
 
 
@@ -395,7 +399,7 @@ def plot_history(history: History) -> Figure:
     loss_ax.plot(epochs, history.train_loss, "o-", label="train")
     loss_ax.plot(epochs, history.test_loss, "o-", label="test")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss", yscale="log")
-    acc_ax.plot(epochs, history.train_acc, "o-", label="train (augmented, dropout on)")
+    acc_ax.plot(epochs, history.train_acc, "o-", label="train (augmented, training mode)")
     acc_ax.plot(epochs, history.test_acc, "o-", label="test")
     acc_ax.axhline(99.4, color="grey", linestyle="--", label="99.40% target")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy", ylim=(97, 100))

@@ -98,11 +98,9 @@ def run_reference(epochs: int, device: torch.device, data_dir: str | None) -> tu
 
 def run_project(epochs: int, device: torch.device, data_dir: str | None) -> tuple[list[float], float]:
     """Train this project's Net with its tensor pipeline, as the notebook does."""
-    model = Net().to(device)
     train_loader = TensorLoader.mnist(True, device, augmentation=Augmentation(), data_dir=data_dir)
     test_loader = TensorLoader.mnist(False, device, batch_size=1000, data_dir=data_dir)
-    if train_loader.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = train_loader.prepare(Net())
     history = fit(model, train_loader, test_loader, epochs, verbose=False)
     return history.epoch_seconds, history.test_acc[-1]
 

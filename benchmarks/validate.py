@@ -22,7 +22,7 @@ from utils import Augmentation, TensorLoader, fit, mnist_tensors, seed_everythin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=8, help="Net's n_channels")
-    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout in the 7x7 stage")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -43,12 +43,12 @@ def main() -> None:
     scores = []
     for seed in args.seeds:
         seed_everything(seed)
-        model = Net(n_channels=args.width, dropout=args.dropout).to(memory_format=torch.channels_last)
-        history = fit(model,
-                      TensorLoader(train_x, train_y, args.batch_size, shuffle=True, augmentation=augmentation,
-                                   channels_last=True),
-                      TensorLoader(val_x, val_y, 1000, channels_last=True),
-                      args.epochs, args.max_lr, args.weight_decay, args.label_smoothing, verbose=False)
+        train_loader = TensorLoader(train_x, train_y, args.batch_size, shuffle=True, augmentation=augmentation,
+                                    channels_last=True)
+        model = train_loader.prepare(Net(n_channels=args.width, dropout=args.dropout))
+        val_loader = TensorLoader(val_x, val_y, 1000, channels_last=True)
+        history = fit(model, train_loader, val_loader, args.epochs, args.max_lr, args.weight_decay,
+                      args.label_smoothing, verbose=False)
         scores.append(history.test_acc[-1])
         print(f"seed {seed}: last-epoch validation accuracy {scores[-1]:.2f}% "
               f"({sum(history.epoch_seconds) / history.epochs:.1f} s/epoch)", flush=True)

@@ -12,6 +12,16 @@ def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
     assert block(torch.randn(2, 3, 14, 14)).shape == (2, 5, 14, 14)
 
 
+def test_conv_block_without_dropout_has_no_dropout_layer():
+    assert [type(layer) for layer in ConvBlock(3, 5)] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
+def test_conv_block_rejects_a_dropout_that_is_not_a_probability(dropout):
+    with pytest.raises(ValueError, match="dropout"):
+        ConvBlock(3, 5, dropout=dropout)
+
+
 def test_max_pooling_block_halves_size_and_sets_channels():
     block = MaxPoolingBlock(8, 4)
     assert block(torch.randn(2, 8, 14, 14)).shape == (2, 4, 7, 7)

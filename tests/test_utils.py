@@ -120,6 +120,15 @@ def test_tensor_loader_channels_last():
     assert batch.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_tensor_loader_prepares_the_model_in_its_memory_layout(channels_last):
+    images, labels = synthetic_digits(8)
+    model = TensorLoader(images, labels, 8, channels_last=channels_last).prepare(Net(n_channels=2))
+    weight = model.features[2][0].weight  # a 3x3 convolution with several input channels
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert weight.device == images.device
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(images=torch.zeros(4, 1, 28, 28)), "uint8"),
     (dict(labels=torch.zeros(3, dtype=torch.long)), "labels"),
