@@ -19,6 +19,8 @@ from torch import nn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
+from model import count_parameters
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # Beside a checkout of this project, the offline machines keep a copy of MNIST here.
 SHARED_MNIST = Path(__file__).resolve().parent.parent / "shared" / "mnist"
@@ -243,6 +245,35 @@ def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") 
     return float(loss_sum) / seen, 100.0 * float(correct) / seen
 
 
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: nn.Module, loader: TensorLoader | Sequence, batches: int = 40) -> None:
+    """Replace every BatchNorm layer's running mean and variance by their average over the first
+    `batches` batches of `loader`, as the model's current weights see them (no gradient step).
+
+    During training, BatchNorm's running averages trail the weights by many steps; at a high learning
+    rate they describe an older model, and `eval()` mode then scores a mixture of old and new.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches < 1:
+        return
+    was_training, momenta = model.training, [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None: a plain average over every batch seen, not an exponential one
+    model.train()
+    seen = 0
+    for images, _ in loader:
+        model(images)
+        seen += 1
+        if seen == batches:
+            break
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+    if seen == 0:
+        raise ValueError("the loader for BatchNorm statistics yielded no batches")
+
+
 @dataclass
 class History:
     """Per-epoch metrics of one training run, plus what is needed to tell runs apart."""
@@ -280,24 +311,39 @@ class History:
 
 def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader, epochs: int,
         max_lr: float = 0.1, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
-        verbose: bool = True) -> History:
+        bn_batches: int = 40, clean_final_epochs: int = 0, verbose: bool = True) -> History:
     """Train with SGD (Nesterov momentum) under a one-cycle learning-rate schedule, testing after
-    every epoch; returns the History."""
+    every epoch; returns the History.
+
+    Before each test, BatchNorm's statistics are recomputed from `bn_batches` batches of unaugmented
+    training digits (0 keeps the running averages), so that the test scores the current weights.
+    The last `clean_final_epochs` epochs train on unaugmented digits.
+    """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if not 0 <= clean_final_epochs <= epochs:
+        raise ValueError(f"clean_final_epochs must be between 0 and epochs ({epochs}), got {clean_final_epochs}")
     device = next(model.parameters()).device
     optimizer = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, nesterov=True,
                                 weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
                                                     steps_per_epoch=len(train_loader))
-    history = History(parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                      device=device_name(device),
+    # The same training tensors, in storage order and unaugmented: drawing no random numbers, they
+    # leave the training run exactly as it would be without them.
+    plain_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
+                                channels_last=train_loader.channels_last)
+    clean_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
+                                shuffle=True, channels_last=train_loader.channels_last)
+    history = History(parameters=count_parameters(model), device=device_name(device),
                       config=dict(epochs=epochs, max_lr=max_lr, weight_decay=weight_decay,
-                                  label_smoothing=label_smoothing, batch_size=train_loader.batch_size))
+                                  label_smoothing=label_smoothing, batch_size=train_loader.batch_size,
+                                  bn_batches=bn_batches, clean_final_epochs=clean_final_epochs))
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc = train(model, train_loader, optimizer, scheduler, label_smoothing,
+        loader = clean_loader if epoch > epochs - clean_final_epochs else train_loader
+        train_loss, train_acc = train(model, loader, optimizer, scheduler, label_smoothing,
                                       desc=f"epoch {epoch}/{epochs}")
+        recompute_batchnorm_statistics(model, plain_loader, bn_batches)
         test_loss, test_acc = test(model, test_loader)
         history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
         if verbose:

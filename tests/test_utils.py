@@ -172,6 +172,45 @@ def test_fit_records_one_row_per_epoch_and_a_new_history_each_call():
         fit(Net(n_channels=4), loader, loader, epochs=0)
 
 
+def test_recomputed_batchnorm_statistics_average_the_first_batches_only():
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1, momentum=0.3)).eval()
+    batches = [(torch.full((4, 1, 2, 2), 1.0) + torch.tensor([0., 2., 0., 2.]).view(4, 1, 1, 1), None),
+               (torch.full((4, 1, 2, 2), 3.0) + torch.tensor([0., 2., 0., 2.]).view(4, 1, 1, 1), None),
+               (torch.full((4, 1, 2, 2), 1000.0), None)]  # past `batches`: must not count
+    utils.recompute_batchnorm_statistics(model, batches, batches=2)
+    norm = model[0]
+    # Batch means 2 and 4; each batch's unbiased variance is 16/15 (values 1 and 3 or 3 and 5, 8 of each).
+    assert torch.allclose(norm.running_mean, torch.tensor([3.0]))
+    assert torch.allclose(norm.running_var, torch.tensor([16 / 15]))
+    assert norm.momentum == 0.3 and not model.training
+
+
+def test_recomputing_batchnorm_statistics_changes_no_weight_and_no_training_step():
+    images, labels = synthetic_digits(128)
+
+    def run(bn_batches):
+        torch.manual_seed(0)
+        loader = TensorLoader(images, labels, batch_size=32, shuffle=True, augmentation=Augmentation())
+        return fit(Net(n_channels=4), loader, loader, epochs=2, bn_batches=bn_batches, verbose=False)
+
+    without, with_recomputed = run(0), run(2)
+    assert without.train_loss == with_recomputed.train_loss  # the same training run, step for step
+    assert without.test_loss != with_recomputed.test_loss  # scored with other statistics
+    assert with_recomputed.config["bn_batches"] == 2
+
+
+def test_clean_final_epochs_train_without_augmentation(monkeypatch):
+    images, labels = synthetic_digits(64)
+    calls = []
+    real_augment = utils.augment_batch
+    monkeypatch.setattr(utils, "augment_batch", lambda *args: calls.append(1) or real_augment(*args))
+    loader = TensorLoader(images, labels, batch_size=32, shuffle=True, augmentation=Augmentation())
+    fit(Net(n_channels=4), loader, TensorLoader(images, labels, 64), epochs=3, clean_final_epochs=2, verbose=False)
+    assert len(calls) == len(loader)  # one augmented epoch of two batches, then two clean ones
+    with pytest.raises(ValueError, match="clean_final_epochs"):
+        fit(Net(n_channels=4), loader, loader, epochs=2, clean_final_epochs=3)
+
+
 def test_history_round_trips_through_json(tmp_path):
     history = History(parameters=123, device="CPU", config={"seed": 1})
     history.record(0.5, 90.0, 0.4, 91.0, 1.5)

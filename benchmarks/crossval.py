@@ -1,0 +1,197 @@
+"""Score training recipes by six-fold cross-validation on the 60,000 training images; keep a ledger.
+
+The training set is cut into six fixed folds of 10,000 (a permutation drawn with seed 0). For each fold,
+one 15-epoch run trains on the other 50,000 images (seed = fold + 1) and is scored at its last epoch on
+the fold. A candidate's score is the mean over the six folds; it is compared with its baseline fold by
+fold, and a gain counts only when it exceeds twice the standard error of those differences. The test
+set is never read. Two folds run at once, one thread each.
+
+    python benchmarks/crossval.py recipe clean-2     # runs what the ledger lacks, then rewrites it
+    python benchmarks/crossval.py --list             # the candidates this script knows
+    python benchmarks/crossval.py                    # only rewrites benchmarks/ledger.md from the ledger
+
+Every finished run is added to benchmarks/ledger.json at once (so an interrupted sweep resumes where it
+stopped), and benchmarks/ledger.md is drawn from it: never edit either by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import math
+import multiprocessing
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from model import Net, count_parameters  # noqa: E402
+from utils import Augmentation, TensorLoader, fit, mnist_tensors, recompute_batchnorm_statistics, seed_everything, test  # noqa: E402
+
+FOLDS, FOLD_SEED, EPOCHS = 6, 0, 15
+LEDGER_JSON, LEDGER_MD = ROOT / "benchmarks" / "ledger.json", ROOT / "benchmarks" / "ledger.md"
+
+
+def activated_transitions(**net_args) -> nn.Module:
+    """Net whose MaxPoolingBlocks end in BatchNorm and ReLU, so that their 1x1 convolution is a layer of
+    its own rather than a linear map folded into the 3x3 convolution after it."""
+    net = Net(**net_args)
+    for index, block in enumerate(net.features):
+        if isinstance(block, nn.Sequential) and isinstance(block[0], nn.MaxPool2d):
+            channels = block[1].out_channels
+            net.features[index] = nn.Sequential(*block, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+    return net
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe to score: how to build the model, what to pass to `fit`, and what it is compared with."""
+
+    description: str
+    build: Callable[..., nn.Module] = Net
+    net_args: dict = field(default_factory=dict)
+    fit_args: dict = field(default_factory=dict)
+    baseline: str | None = "precise-bn"
+    # Scored on another candidate's trained weights: the same runs, another way of evaluating them.
+    scored_on: str | None = None
+
+
+CANDIDATES = {
+    "recipe": Candidate("Net() with BatchNorm's running averages (bn_batches=0)", fit_args=dict(bn_batches=0),
+                        baseline=None),
+    "precise-bn": Candidate("BatchNorm statistics recomputed from 40 unaugmented training batches before "
+                            "evaluating", fit_args=dict(bn_batches=40), baseline="recipe", scored_on="recipe"),
+    "clean-2": Candidate("the last 2 of 15 epochs on unaugmented digits", fit_args=dict(clean_final_epochs=2)),
+    "activated-1x1": Candidate("BatchNorm + ReLU after the 1x1 convolution of each MaxPoolingBlock",
+                               build=activated_transitions),
+    "label-smoothing": Candidate("label smoothing 0.1", fit_args=dict(label_smoothing=0.1)),
+    "width-5": Candidate("Net(n_channels=5), 7,390 parameters", net_args=dict(n_channels=5), baseline=None),
+}
+
+
+def folds() -> list[torch.Tensor]:
+    """Six disjoint index sets of 10,000 training images, the same on every run."""
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(FOLD_SEED))
+    return list(order.chunk(FOLDS))
+
+
+def run_fold(name: str, fold: int) -> dict:
+    """Train candidate `name` on every fold but `fold`, score it on `fold`; returns the ledger record."""
+    torch.set_num_threads(1)
+    candidate = CANDIDATES[name]
+    images, labels = mnist_tensors(train=True)
+    held_out = folds()[fold]
+    keep = torch.ones(len(images), dtype=torch.bool)
+    keep[held_out] = False
+    seed_everything(fold + 1)
+    train_loader = TensorLoader(images[keep], labels[keep], 256, shuffle=True,
+                                augmentation=Augmentation(), channels_last=True)
+    val_loader = TensorLoader(images[held_out], labels[held_out], 1000, channels_last=True)
+    model = train_loader.prepare(candidate.build(**candidate.net_args))
+    history = fit(model, train_loader, val_loader, EPOCHS, **candidate.fit_args, verbose=False)
+    record = dict(candidate=name, fold=fold, seed=fold + 1, parameters=count_parameters(model),
+                  val_acc=history.test_acc[-1], val_acc_per_epoch=history.test_acc,
+                  seconds_per_epoch=statistics.mean(history.epoch_seconds))
+    # Runs on running averages are also scored after recomputing the statistics: same weights, no retraining.
+    if candidate.fit_args.get("bn_batches") == 0:
+        plain = TensorLoader(train_loader.images, train_loader.labels, 256, channels_last=True)
+        recompute_batchnorm_statistics(model, plain, 40)
+        record["val_acc_recomputed_bn"] = test(model, val_loader)[1]
+    print(f"{name} fold {fold}: {record['val_acc']:.2f}% ({record['seconds_per_epoch']:.1f} s/epoch)", flush=True)
+    return record
+
+
+def load_ledger() -> list[dict]:
+    """Every run recorded so far."""
+    return json.loads(LEDGER_JSON.read_text()) if LEDGER_JSON.exists() else []
+
+
+def fold_scores(ledger: list[dict], name: str) -> dict[int, float]:
+    """Validation accuracy of candidate `name` on each fold it has been scored on."""
+    candidate = CANDIDATES[name]
+    if candidate.scored_on:
+        return {r["fold"]: r["val_acc_recomputed_bn"] for r in ledger if r["candidate"] == candidate.scored_on}
+    return {r["fold"]: r["val_acc"] for r in ledger if r["candidate"] == name}
+
+
+def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
+    shared = sorted(scores.keys() & baseline.keys())
+    if len(shared) < 2:
+        return None
+    differences = [scores[f] - baseline[f] for f in shared]
+    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
+
+
+def ledger_table(ledger: list[dict]) -> str:
+    """The ledger as Markdown: one row per candidate, in the order they are defined."""
+    lines = ["| candidate | what it changes | parameters | validation accuracy per fold (%) | mean | "
+             "gain over baseline ± SE | verdict | s/epoch (1 thread) |", "|---|---|---:|---|---:|---|---|---:|"]
+    for name, candidate in CANDIDATES.items():
+        scores = fold_scores(ledger, name)
+        if not scores:
+            continue
+        runs = [r for r in ledger if r["candidate"] == (candidate.scored_on or name)]
+        per_fold = " / ".join(f"{scores[f]:.2f}" if f in scores else "-" for f in range(FOLDS))
+        gain, verdict = "", ""
+        if candidate.baseline:
+            paired = paired_gain(scores, fold_scores(ledger, candidate.baseline))
+            if paired:
+                mean, se, n = paired
+                gain = f"{mean:+.3f} ± {se:.3f} vs {candidate.baseline} ({n} folds)"
+                verdict = "**gain**" if mean > 2 * se else "loss" if mean < -2 * se else "within noise"
+        lines.append(f"| {name} | {candidate.description} | {runs[0]['parameters']:,} | {per_fold} | "
+                     f"{statistics.mean(scores.values()):.3f} | {gain} | {verdict} | "
+                     f"{statistics.mean(r['seconds_per_epoch'] for r in runs):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_ledger(ledger: list[dict]) -> None:
+    """Store every run (JSON) and the table drawn from them (Markdown)."""
+    LEDGER_JSON.write_text(json.dumps(sorted(ledger, key=lambda r: (r["candidate"], r["fold"])), indent=1))
+    LEDGER_MD.write_text("Six-fold cross-validation on the 60,000 training images, written by "
+                         "`python benchmarks/crossval.py`; a gain counts when it exceeds twice its standard "
+                         "error.\n\n" + ledger_table(ledger))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="*", help="names from --list")
+    parser.add_argument("--list", action="store_true", help="print the known candidates and stop")
+    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
+    parser.add_argument("--processes", type=int, default=2, help="runs at once, one thread each")
+    args = parser.parse_args()
+    if args.list:
+        for name, candidate in CANDIDATES.items():
+            print(f"{name:16} {candidate.description}")
+        return
+    unknown = [name for name in args.candidates if name not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+
+    os.environ["TQDM_DISABLE"] = "1"  # the workers' progress bars would only clutter the log
+    ledger = load_ledger()
+    done = {(r["candidate"], r["fold"]) for r in ledger}
+    # A candidate scored on another's weights needs that one's runs, not runs of its own.
+    todo = [(CANDIDATES[n].scored_on or n, f) for n in args.candidates for f in args.folds]
+    todo = [job for i, job in enumerate(todo) if job not in done and job not in todo[:i]]
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        for record in pool.imap_unordered(_run_job, todo):
+            ledger.append(record)
+            write_ledger(ledger)
+    write_ledger(ledger)
+    print(ledger_table(ledger))
+
+
+def _run_job(job: tuple[str, int]) -> dict:
+    return run_fold(*job)
+
+
+if __name__ == "__main__":
+    main()
