@@ -11,17 +11,20 @@ NUM_CLASSES = 10
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution -> BatchNorm -> ReLU (-> Dropout, when dropout > 0), keeping the spatial size."""
+    """3x3 convolution -> BatchNorm -> ReLU (-> Dropout, when dropout > 0), keeping the spatial size.
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+    `batch_norm=False` leaves the BatchNorm out (and gives the convolution a bias instead), to show
+    what BatchNorm does.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, batch_norm: bool = True) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        layers = [
-            # No bias: the BatchNorm that follows subtracts the mean and adds its own shift.
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        ]
+        # With BatchNorm, no bias: BatchNorm subtracts the mean and adds its own shift.
+        layers = [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=not batch_norm)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
         # A Dropout(0) would do nothing but still be listed in the model summary.
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -52,24 +55,26 @@ class Net(nn.Module):
     The full-resolution stage is one convolution from the single input channel: it is cheap in
     parameters and time even at 2 x n_channels wide. Most parameters sit at 14x14 and 7x7, where running
     them is cheap. `dropout` (off by default: it did not help on the validation split) acts in the 7x7
-    stage, which holds the most parameters per activation.
+    stage, which holds the most parameters per activation. `batch_norm=False` builds the same network
+    without BatchNorm, for comparison.
     """
 
-    def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.0,
+                 batch_norm: bool = True) -> None:
         super().__init__()
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         self.in_channels = in_channels
         w1, w2, w3 = stage_widths(n_channels)
         self.features = nn.Sequential(
-            ConvBlock(in_channels, w1),  # 28x28: edges and strokes
+            ConvBlock(in_channels, w1, batch_norm=batch_norm),  # 28x28: edges and strokes
             MaxPoolingBlock(w1, w2),  # -> 14x14
-            ConvBlock(w2, w2),  # 14x14: parts of digits
-            ConvBlock(w2, w2),
-            ConvBlock(w2, w2),
+            ConvBlock(w2, w2, batch_norm=batch_norm),  # 14x14: parts of digits
+            ConvBlock(w2, w2, batch_norm=batch_norm),
+            ConvBlock(w2, w2, batch_norm=batch_norm),
             MaxPoolingBlock(w2, w3),  # -> 7x7: whole digits
-            ConvBlock(w3, w3, dropout),
-            ConvBlock(w3, w3, dropout),
+            ConvBlock(w3, w3, dropout, batch_norm),
+            ConvBlock(w3, w3, dropout, batch_norm),
             nn.AdaptiveAvgPool2d(1),  # global average pooling: one number per channel
         )
         self.classifier = nn.Linear(w3, NUM_CLASSES)

@@ -15,13 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 from torch import nn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from model import count_parameters
+from model import NUM_CLASSES, ConvBlock, count_parameters
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
 # Beside a checkout of this project, the offline machines keep a copy of MNIST here.
 SHARED_MNIST = Path(__file__).resolve().parent.parent / "shared" / "mnist"
 
@@ -203,7 +205,7 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    return f"CPU ({os.cpu_count()} cores)"
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,
@@ -228,6 +230,28 @@ def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.op
     if seen == 0:
         raise ValueError("the training loader yielded no batches")
     return float(loss_sum) / seen, 100.0 * float(correct) / seen
+
+
+def loss_per_step(model: nn.Module, loader: TensorLoader | Sequence, steps: int, lr: float = 0.1) -> list[float]:
+    """Train for `steps` batches with plain SGD (momentum 0.9) at a constant learning rate; returns the
+    loss of every step, to compare how fast two models start learning."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    losses = []
+    while len(losses) < steps:
+        for images, labels in loader:
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+        if not losses:
+            raise ValueError("the loader yielded no batches")
+    return losses
 
 
 @torch.inference_mode()
@@ -439,19 +463,35 @@ def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(),
 
 
 def plot_history(history: History) -> Figure:
-    """Train and test loss (left) and accuracy (right) against the epoch."""
+    """Train and test loss (left) and error (right, 100 - accuracy) against the epoch, both on log
+    scales so that the first epochs and the last tenths of a percent are visible together."""
     epochs = range(1, history.epochs + 1)
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, error_ax) = plt.subplots(1, 2, figsize=(11, 4))
     loss_ax.plot(epochs, history.train_loss, "o-", label="train")
     loss_ax.plot(epochs, history.test_loss, "o-", label="test")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss", yscale="log")
-    acc_ax.plot(epochs, history.train_acc, "o-", label="train (augmented, training mode)")
-    acc_ax.plot(epochs, history.test_acc, "o-", label="test")
-    acc_ax.axhline(99.4, color="grey", linestyle="--", label="99.40% target")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy", ylim=(97, 100))
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss (log scale)", yscale="log")
+    error_ax.plot(epochs, [100 - a for a in history.train_acc], "o-", label="train (augmented, training mode)")
+    error_ax.plot(epochs, [100 - a for a in history.test_acc], "o-", label="test")
+    error_ax.axhline(100 - MIN_TEST_ACCURACY, color="grey", linestyle="--",
+                     label=f"{100 - MIN_TEST_ACCURACY:.2f}% error = {MIN_TEST_ACCURACY:.2f}% accuracy")
+    error_ax.set(xlabel="epoch", ylabel="error (%) = 100 - accuracy", title="Error (log scale)", yscale="log")
+    error_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    for ax in (loss_ax, error_ax):
+        ax.grid(alpha=0.3, which="both")
         ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
+    """Training loss against the step, one line per named run."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, losses in curves.items():
+        ax.plot(range(1, len(losses) + 1), losses, label=name)
+    ax.axhline(math.log(NUM_CLASSES), color="grey", linestyle=":", label="ln 10: guessing uniformly")
+    ax.set(xlabel="training step (batch)", ylabel="cross-entropy loss", title="The first training steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return fig
 
@@ -479,9 +519,123 @@ def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
     return fig
 
 
+# -------------------------------------------------------------------------- what the network sees
+
+
+def plot_first_layer_filters(model: nn.Module) -> Figure:
+    """The weights of the model's first convolution, one panel per filter, on one colour scale
+    (red: the filter responds to ink there, blue: to background)."""
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    weights = conv.weight.detach().float().cpu()[:, 0]  # the first (for MNIST, the only) input channel
+    limit = float(weights.abs().max())
+    columns = min(8, len(weights))
+    rows = math.ceil(len(weights) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.25), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for index, (ax, weight) in enumerate(zip(axes.flat, weights)):
+        image = ax.imshow(weight.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"filter {index}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    return fig
+
+
+def _batch_of_one(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """A uint8 digit (28 x 28 or 1 x 28 x 28), normalised as the model was trained, on the model's device."""
+    if image.dtype != torch.uint8 or image.shape[-2:] != (28, 28) or image.numel() != 28 * 28:
+        raise ValueError(f"expected one uint8 28x28 digit, got {image.dtype} {tuple(image.shape)}")
+    return normalize(image.reshape(1, 1, 28, 28)).to(next(model.parameters()).device)
+
+
+@torch.inference_mode()
+def stage_outputs(model: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
+    """The feature maps (channels x height x width) of one uint8 digit at the end of each resolution
+    stage of a Net: the output of the last ConvBlock at 28x28, at 14x14 and at 7x7."""
+    model.eval()
+    x, last_at_size = _batch_of_one(image, model), {}
+    for layer in model.features:
+        x = layer(x)
+        if isinstance(layer, ConvBlock):
+            last_at_size[x.shape[-1]] = x[0].cpu()
+    return [last_at_size[size] for size in sorted(last_at_size, reverse=True)]
+
+
+def plot_feature_maps(maps: Sequence[torch.Tensor], columns: int = 8) -> Figure:
+    """Every channel of each stage's feature maps, a row group per stage, each map on its own scale
+    (bright: strong response; after the ReLU, black is zero)."""
+    rows_per_stage = [math.ceil(len(stage) / columns) for stage in maps]
+    fig, axes = plt.subplots(sum(rows_per_stage), columns, figsize=(columns * 1.0, sum(rows_per_stage) * 1.05),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+        ax.set_frame_on(False)
+    row = 0
+    for stage, rows in zip(maps, rows_per_stage):
+        stage_axes = axes[row:row + rows].flat
+        for channel, (ax, feature_map) in enumerate(zip(stage_axes, stage)):
+            ax.imshow(feature_map.numpy(), cmap="gray")
+            ax.set_title(str(channel), fontsize=7)
+        axes[row, 0].set_ylabel(f"{stage.shape[-2]}x{stage.shape[-1]}\n{len(stage)} channels", fontsize=9)
+        row += rows
+    fig.tight_layout()
+    return fig
+
+
+@torch.inference_mode()
+def occlusion_map(model: nn.Module, image: torch.Tensor, target: int, patch: int = 8,
+                  stride: int = 2) -> torch.Tensor:
+    """How much the probability of class `target` drops when a `patch` x `patch` square of the digit is
+    hidden, for every position of the square (every `stride` pixels); returns 28 x 28, each pixel the
+    mean drop over the squares that cover it. Positive: hiding that region lowers `target`'s probability,
+    so the region was evidence for it.
+
+    Hidden means set to MNIST's average pixel, which is 0 after normalisation: neither ink nor background.
+    """
+    if not 1 <= patch <= 28 or stride < 1:
+        raise ValueError(f"patch must be in 1..28 and stride at least 1, got patch={patch}, stride={stride}")
+    model.eval()
+    original = _batch_of_one(image, model)
+    starts = sorted(set(range(0, 28 - patch + 1, stride)) | {28 - patch})  # the last square reaches the edge
+    corners = [(top, left) for top in starts for left in starts]
+    occluded = original.repeat(len(corners), 1, 1, 1)
+    for index, (top, left) in enumerate(corners):
+        occluded[index, :, top:top + patch, left:left + patch] = 0.0
+    probability = F.softmax(model(torch.cat([original, occluded])).float(), dim=1)[:, target].cpu()
+    drop_sum, covered = torch.zeros(28, 28), torch.zeros(28, 28)
+    for (top, left), drop in zip(corners, probability[0] - probability[1:]):
+        drop_sum[top:top + patch, left:left + patch] += drop
+        covered[top:top + patch, left:left + patch] += 1
+    return drop_sum / covered
+
+
+@torch.inference_mode()
+def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, predicted: torch.Tensor,
+                   count: int = 4, patch: int = 8) -> Figure:
+    """For the first `count` misclassified digits: the digit, then where the evidence for the wrong answer
+    and for the true digit lies (occlusion maps, red = evidence for that class, blue = against it)."""
+    wrong = (true != predicted).nonzero().flatten()[:count].tolist()
+    if not wrong:
+        raise ValueError("no misclassified digits to explain")
+    fig, axes = plt.subplots(len(wrong), 3, figsize=(7.5, 2.5 * len(wrong)), squeeze=False)
+    for row, index in zip(axes, wrong):
+        digit = images[index].cpu()
+        probabilities = F.softmax(model(_batch_of_one(digit, model)).float(), dim=1)[0].cpu()
+        maps = {label: occlusion_map(model, digit, label, patch) for label in (int(predicted[index]), int(true[index]))}
+        limit = max(float(m.abs().max()) for m in maps.values()) or 1.0
+        row[0].imshow(digit.squeeze().numpy(), cmap="gray")
+        row[0].set_title(f"a {int(true[index])}, read as {int(predicted[index])}", fontsize=9)
+        for ax, (label, heat), kind in zip(row[1:], maps.items(), ("wrong answer", "true digit")):
+            ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.contour(digit.squeeze().numpy(), levels=[128], colors="black", linewidths=0.6)
+            ax.set_title(f"evidence for {label} ({kind}, p={float(probabilities[label]):.2f})", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------------- constraints
 
-MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
 
 
 def check_constraints(history: History) -> tuple[str, bool]:

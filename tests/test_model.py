@@ -16,6 +16,14 @@ def test_conv_block_without_dropout_has_no_dropout_layer():
     assert [type(layer) for layer in ConvBlock(3, 5)] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
 
 
+def test_net_without_batch_norm_has_none_and_gives_its_convolutions_a_bias():
+    plain = Net(batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert all(block[0].bias is not None for block in plain.features if isinstance(block, ConvBlock))
+    assert all(block[0].bias is None for block in Net().features if isinstance(block, ConvBlock))
+    assert plain(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
 def test_conv_block_rejects_a_dropout_that_is_not_a_probability(dropout):
     with pytest.raises(ValueError, match="dropout"):

@@ -296,3 +296,84 @@ def test_plots_return_figures():
     titles = [ax.get_title() for ax in figures[3].axes if ax.get_title()]
     assert len(titles) == 5 and titles[0] == f"{int(labels[0])} -> {int(predicted[0])}"
     assert math.isclose(len(figures[1].axes), 3 * 5)
+
+
+# ------------------------------------------------------------------------------ what the network sees
+
+def test_loss_per_step_returns_one_loss_per_step_and_learns():
+    torch.manual_seed(0)
+    images, labels = synthetic_digits(128)
+    losses = utils.loss_per_step(Net(n_channels=4), TensorLoader(images, labels, 32, shuffle=True), steps=10, lr=0.05)
+    assert len(losses) == 10  # more steps than one pass over the loader: it starts again
+    assert sum(losses[-3:]) < sum(losses[:3])
+    with pytest.raises(ValueError, match="steps"):
+        utils.loss_per_step(Net(n_channels=4), [], steps=0)
+    fig = utils.plot_loss_per_step({"a": losses, "b": losses[:5]})
+    assert [len(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [10, 5]
+
+
+def test_plot_history_shows_every_point_and_the_target_line():
+    history = History()
+    for test_acc in (45.6, 96.0, 91.8, 99.7):
+        history.record(0.5, 90.0, 0.2, test_acc, 1.0)
+    ax = utils.plot_history(history).axes[1]
+    low, high = ax.get_ylim()
+    errors = [100 - a for a in history.test_acc + history.train_acc]
+    assert low <= min(errors) and max(errors) <= high
+    assert any(list(line.get_ydata()) == [100 - 99.4] * 2 for line in ax.lines)
+
+
+def test_first_layer_filters_get_one_panel_each():
+    model = Net(n_channels=5)  # 10 filters at 28x28
+    fig = utils.plot_first_layer_filters(model)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("filter")]
+    assert len(panels) == model.features[0][0].out_channels == 10
+    assert torch.equal(torch.tensor(panels[3].images[0].get_array()), model.features[0][0].weight[3, 0].detach())
+
+
+def test_stage_outputs_have_the_shape_each_stage_promises():
+    images, _ = synthetic_digits(1)
+    maps = utils.stage_outputs(Net(), images[0])
+    assert [tuple(m.shape) for m in maps] == [(16, 28, 28), (16, 14, 14), (24, 7, 7)]
+    assert all(float(m.min()) >= 0 for m in maps)  # each is taken after a ReLU
+    fig = utils.plot_feature_maps(maps)
+    assert sum(1 for ax in fig.axes if ax.images) == 16 + 16 + 24
+    with pytest.raises(ValueError, match="28x28"):
+        utils.stage_outputs(Net(), images[0].float())
+
+
+class LooksOnlyAtTopLeft(torch.nn.Module):
+    """Class 3's score is the ink in the top-left 10x10 pixels; every other score is 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(28 * 28, 10, bias=False)
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.weight[3].view(28, 28)[:10, :10] = 1.0
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def test_occlusion_lights_up_the_only_region_the_model_looks_at():
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, 2:8, 2:8] = 255  # ink the model reads
+    image[0, 20:26, 18:26] = 255  # ink it ignores
+    heat = utils.occlusion_map(LooksOnlyAtTopLeft(), image, target=3, patch=6, stride=2)
+    assert heat.shape == (28, 28)
+    assert float(heat[2:8, 2:8].min()) > 0.1  # hiding the top-left ink lowers class 3's probability
+    assert float(heat[16:, 16:].abs().max()) == 0.0  # hiding anything far from it changes nothing
+    with pytest.raises(ValueError, match="patch"):
+        utils.occlusion_map(LooksOnlyAtTopLeft(), image, target=3, patch=0)
+
+
+def test_plot_occlusion_explains_each_mistake_in_one_row():
+    torch.manual_seed(0)
+    images, labels = synthetic_digits(20)
+    model = Net(n_channels=4)
+    predicted, true = utils.predictions(model, TensorLoader(images, labels, 10))
+    fig = utils.plot_occlusion(model, images, true, predicted, count=2)
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * 3
+    with pytest.raises(ValueError, match="no misclassified"):
+        utils.plot_occlusion(model, images, true, true)
