@@ -1,8 +1,9 @@
 """Run S6.ipynb headless (papermill) for several seeds and widths and tabulate the last-epoch results.
 
-    python benchmarks/seeds.py --widths 8 5 --seeds 1 2 3 4 5 --small-seeds 1 2 3 --store-notebook
+    python benchmarks/seeds.py --widths 8 --seeds 1 2 3 4 5 6 7 8 --store-notebook --processes 2
 writes each run's artifacts/seeds/w{width}_s{seed}/history.json, then benchmarks/results.md (a Markdown
-table) and benchmarks/accuracy_vs_parameters.png (test accuracy against parameter count, one point a run).
+table), benchmarks/results.json (one record per run) and benchmarks/accuracy_vs_parameters.png (test
+accuracy against parameter count, one point a run).
 With --store-notebook, the run with the notebook's own default parameters is executed unchanged and
 saved back into S6.ipynb, so that the stored notebook is the table's row for those parameters.
 """
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -57,10 +61,20 @@ def run_notebook(width: int, seed: int, epochs: int, artifacts: Path) -> History
     return History.load(artifacts / "history.json")
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def run_and_store_notebook() -> None:
-    """Execute S6.ipynb unchanged, as `jupyter nbconvert --execute --inplace` would, and save it in place."""
+    """Execute S6.ipynb unchanged, as `jupyter nbconvert --execute --inplace` would, and save it in place,
+    without the progress bars' widgets: they are live when a person runs the notebook, but stored they
+    are only state to diff, and GitHub shows them empty."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(notebook, timeout=None, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs if WIDGET_VIEW not in output.get("data", {})]
+    notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, NOTEBOOK)
 
 
@@ -104,6 +118,27 @@ def plot_accuracy_vs_parameters(runs: dict[tuple[int, int], History]) -> Figure:
     return fig
 
 
+def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
+    """One plain record per run, for benchmarks/results.json."""
+    return [dict(config=h.config, parameters=h.parameters, seed=seed, width=width, epochs=h.epochs,
+                 last_test_acc=h.test_acc[-1], device=h.device, seconds_per_epoch=statistics.mean(h.epoch_seconds))
+            for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
+
+
+def sweep_run(job: tuple[int, int, int, Path, bool]) -> History:
+    """Run one notebook of the sweep (or store the default one) and record its wall time."""
+    width, seed, epochs, artifacts, stored = job
+    start = time.perf_counter()
+    if stored:
+        run_and_store_notebook()
+        history = History.load(artifacts / "history.json")
+    else:
+        history = run_notebook(width, seed, epochs, artifacts)
+    history.config["notebook_minutes"] = (time.perf_counter() - start) / 60
+    history.save(artifacts / "history.json")
+    return history
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 5])
@@ -116,26 +151,25 @@ def main() -> None:
                         help="save the run with the notebook's default parameters back into S6.ipynb")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the history of every run already in artifacts/ instead of running it again")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="notebooks run at once; with more than one, each runs on one thread")
     args = parser.parse_args()
 
     defaults = notebook_defaults()
-    start, runs = time.perf_counter(), {}
+    start, runs, jobs = time.perf_counter(), {}, []
     for index, width in enumerate(args.widths):
         for seed in args.seeds if index == 0 else args.small_seeds:
             stored = args.store_notebook and (width, seed, args.epochs) == (
                 defaults["N_CHANNELS"], defaults["SEED"], defaults["EPOCHS"])
             artifacts = ROOT / defaults["ARTIFACTS_DIR"] if stored else ROOT / "artifacts" / "seeds" / f"w{width}_s{seed}"
             if args.resume and (artifacts / "history.json").exists():
-                history = History.load(artifacts / "history.json")
+                runs[width, seed] = History.load(artifacts / "history.json")
             else:
-                run_start = time.perf_counter()
-                if stored:
-                    run_and_store_notebook()
-                    history = History.load(artifacts / "history.json")
-                else:
-                    history = run_notebook(width, seed, args.epochs, artifacts)
-                history.config["notebook_minutes"] = (time.perf_counter() - run_start) / 60
-                history.save(artifacts / "history.json")
+                jobs.append((width, seed, args.epochs, artifacts, stored))
+    if args.processes > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every notebook's kernel: one thread each
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        for (width, seed, *_), history in zip(jobs, pool.imap(sweep_run, jobs)):
             runs[width, seed] = history
             print(f"width {width} seed {seed}: {history.parameters:,} parameters, last-epoch test accuracy "
                   f"{history.test_acc[-1]:.2f}% (whole notebook: {_minutes(history)})", flush=True)
@@ -145,6 +179,7 @@ def main() -> None:
     (args.out / "results.md").write_text(
         f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
         f"for the runs it executed.\n\n{table}")
+    (args.out / "results.json").write_text(json.dumps(results_records(runs), indent=1))
     plot_accuracy_vs_parameters(runs).savefig(args.out / "accuracy_vs_parameters.png", dpi=120)
     print(table)
     print(f"wall time of this sweep: {total_minutes:.1f} minutes")
