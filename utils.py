@@ -205,7 +205,8 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''})"
 
 
 def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,

@@ -1,0 +1,40 @@
+"""Tests of the cross-validation harness's bookkeeping (the folds, the paired comparison, the ledger)."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import crossval  # noqa: E402
+
+
+def test_folds_are_six_disjoint_tenths_of_the_training_set_and_never_change():
+    folds = crossval.folds()
+    assert [len(f) for f in folds] == [10_000] * 6
+    assert len(set().union(*(set(f.tolist()) for f in folds))) == 60_000
+    assert all((a == b).all() for a, b in zip(folds, crossval.folds()))
+
+
+def test_paired_gain_is_the_mean_difference_with_its_standard_error():
+    baseline = {0: 99.0, 1: 99.2, 2: 99.4}
+    candidate = {0: 99.1, 1: 99.4, 2: 99.7, 5: 99.9}  # fold 5 has no baseline to pair with
+    mean, se, n = crossval.paired_gain(candidate, baseline)
+    assert n == 3 and mean == pytest.approx(0.2)
+    assert se == pytest.approx(0.1 / math.sqrt(3))  # differences 0.1, 0.2, 0.3: standard deviation 0.1
+    assert crossval.paired_gain({0: 99.0}, {0: 99.0}) is None
+
+
+def run(candidate, fold, acc, **extra):
+    return dict(candidate=candidate, fold=fold, seed=fold + 1, parameters=18_538, val_acc=acc,
+                val_acc_per_epoch=[acc], seconds_per_epoch=20.0, **extra)
+
+
+def test_ledger_scores_a_candidate_on_its_baseline_folds_and_gives_a_verdict():
+    ledger = [run("recipe", f, 99.30 + 0.02 * f, val_acc_recomputed_bn=99.31 + 0.02 * f) for f in range(6)]
+    ledger += [run("clean-2", f, 99.50 + 0.02 * f + (0.01 if f % 2 else -0.01)) for f in range(6)]
+    assert crossval.fold_scores(ledger, "precise-bn")[3] == pytest.approx(99.37)  # the recipe's runs, rescored
+    rows = {line.split(" | ")[0].strip("| "): line for line in crossval.ledger_table(ledger).splitlines()}
+    assert "+0.010 ± 0.000 vs recipe" in rows["precise-bn"] and "**gain**" in rows["precise-bn"]
+    assert "vs precise-bn (6 folds)" in rows["clean-2"] and "**gain**" in rows["clean-2"]
+    assert "activated-1x1" not in rows  # never run: no row
