@@ -38,3 +38,24 @@ def test_ledger_scores_a_candidate_on_its_baseline_folds_and_gives_a_verdict():
     assert "+0.010 ± 0.000 vs recipe" in rows["precise-bn"] and "**gain**" in rows["precise-bn"]
     assert "vs precise-bn (6 folds)" in rows["clean-2"] and "**gain**" in rows["clean-2"]
     assert "activated-1x1" not in rows  # never run: no row
+
+
+@pytest.mark.parametrize("name", list(crossval.CANDIDATES))
+def test_every_candidate_builds_a_model_under_the_parameter_limit(name):
+    import torch
+    from model import count_parameters
+
+    candidate = crossval.CANDIDATES[name]
+    model = candidate.build(**candidate.net_args)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert count_parameters(model) < 20_000
+    assert candidate.baseline is None or candidate.baseline in crossval.CANDIDATES
+
+
+def test_activated_transitions_end_each_max_pooling_block_in_batchnorm_and_relu():
+    from torch import nn
+
+    blocks = [b for b in crossval.activated_transitions().features if isinstance(b, nn.Sequential) and
+              isinstance(b[0], nn.MaxPool2d)]
+    assert len(blocks) == 2 and all([type(m) for m in b] == [nn.MaxPool2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+                                    for b in blocks)
