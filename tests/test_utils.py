@@ -208,7 +208,7 @@ def test_clean_final_epochs_train_without_augmentation(monkeypatch):
     fit(Net(n_channels=4), loader, TensorLoader(images, labels, 64), epochs=3, clean_final_epochs=2, verbose=False)
     assert len(calls) == len(loader)  # one augmented epoch of two batches, then two clean ones
     with pytest.raises(ValueError, match="clean_final_epochs"):
-        fit(Net(n_channels=4), loader, loader, epochs=2, clean_final_epochs=3)
+        fit(Net(n_channels=4), loader, loader, epochs=2, clean_final_epochs=-1)
 
 
 def test_history_round_trips_through_json(tmp_path):
