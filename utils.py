@@ -357,10 +357,10 @@ def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader,
     # 0.85 while the learning rate climbs from max_lr / 25 to max_lr, then back up while it anneals.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
                                                     steps_per_epoch=len(train_loader))
-    # The same training tensors, in storage order and unaugmented: drawing no random numbers, they
-    # leave the training run exactly as it would be without them.
-    plain_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
-                                channels_last=train_loader.channels_last)
+    # BatchNorm's statistics come from the training digits in storage order, unaugmented: drawing no
+    # random numbers, they leave the training run exactly as it would be without them.
+    statistics_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
+                                     channels_last=train_loader.channels_last)
     clean_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
                                 shuffle=True, channels_last=train_loader.channels_last)
     history = History(parameters=count_parameters(model), device=device_name(device),
@@ -372,7 +372,7 @@ def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader,
         loader = clean_loader if epoch > epochs - clean_final_epochs else train_loader
         train_loss, train_acc = train(model, loader, optimizer, scheduler, label_smoothing,
                                       desc=f"epoch {epoch}/{epochs}")
-        recompute_batchnorm_statistics(model, plain_loader, bn_batches)
+        recompute_batchnorm_statistics(model, statistics_loader, bn_batches)
         test_loss, test_acc = test(model, test_loader)
         history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
         if verbose:
