@@ -475,7 +475,7 @@ def plot_history(history: History) -> Figure:
     loss_ax.plot(epochs, history.train_loss, "o-", label="train")
     loss_ax.plot(epochs, history.test_loss, "o-", label="test")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss (log scale)", yscale="log")
-    error_ax.plot(epochs, [100 - a for a in history.train_acc], "o-", label="train (augmented, training mode)")
+    error_ax.plot(epochs, [100 - a for a in history.train_acc], "o-", label="train (training mode; augmented but for the clean final epochs)")
     error_ax.plot(epochs, [100 - a for a in history.test_acc], "o-", label="test")
     error_ax.axhline(100 - MIN_TEST_ACCURACY, color="grey", linestyle="--",
                      label=f"{100 - MIN_TEST_ACCURACY:.2f}% error = {MIN_TEST_ACCURACY:.2f}% accuracy")
