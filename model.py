@@ -54,9 +54,12 @@ class Net(nn.Module):
 
     The full-resolution stage is one convolution from the single input channel: it is cheap in
     parameters and time even at 2 x n_channels wide. Most parameters sit at 14x14 and 7x7, where running
-    them is cheap. `dropout` (off by default: it did not help on the validation split) acts in the 7x7
-    stage, which holds the most parameters per activation. `batch_norm=False` builds the same network
-    without BatchNorm, for comparison.
+    them is cheap. `dropout` (off by default: it cost accuracy in cross-validation) follows every
+    ConvBlock, as in the reference design. `batch_norm=False` builds the same network without
+    BatchNorm, for comparison.
+
+    The 1x1 convolution of each MaxPoolingBlock has no nonlinearity after it, so it is a linear map that
+    folds into the 3x3 convolution that follows: it sets the channel count but adds no expressiveness.
     """
 
     def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.0,
@@ -67,11 +70,11 @@ class Net(nn.Module):
         self.in_channels = in_channels
         w1, w2, w3 = stage_widths(n_channels)
         self.features = nn.Sequential(
-            ConvBlock(in_channels, w1, batch_norm=batch_norm),  # 28x28: edges and strokes
+            ConvBlock(in_channels, w1, dropout, batch_norm),  # 28x28: edges and strokes
             MaxPoolingBlock(w1, w2),  # -> 14x14
-            ConvBlock(w2, w2, batch_norm=batch_norm),  # 14x14: parts of digits
-            ConvBlock(w2, w2, batch_norm=batch_norm),
-            ConvBlock(w2, w2, batch_norm=batch_norm),
+            ConvBlock(w2, w2, dropout, batch_norm),  # 14x14: parts of digits
+            ConvBlock(w2, w2, dropout, batch_norm),
+            ConvBlock(w2, w2, dropout, batch_norm),
             MaxPoolingBlock(w2, w3),  # -> 7x7: whole digits
             ConvBlock(w3, w3, dropout, batch_norm),
             ConvBlock(w3, w3, dropout, batch_norm),
@@ -89,6 +92,20 @@ class Net(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"expected {expected}, got shape {tuple(x.shape)}")
         return self.classifier(self.features(x).flatten(1))
+
+
+def kaiming_init(model: nn.Module) -> nn.Module:
+    """Give every convolution and linear layer He (Kaiming) normal weights and zero biases; returns the model.
+
+    A ReLU zeroes half of its input, so weights drawn with variance 2 / fan_in keep the spread of the
+    activations roughly constant from layer to layer: what a network without BatchNorm needs to train.
+    """
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -334,10 +334,49 @@ class History:
         return cls(**json.loads(Path(path).read_text()))
 
 
+SCHEDULES = ("one-cycle", "step")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, max_lr: float, epochs: int,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule, stepped once per batch.
+
+    "one-cycle": warm up from max_lr / 25 to max_lr over the first 30% of the steps, then anneal to almost
+    zero; OneCycleLR also drives the momentum, from 0.95 down to 0.85 while the rate climbs and back up
+    while it anneals (so the optimizer's own momentum is only a starting value).
+    "step": the reference design's schedule, max_lr for 10 epochs and a tenth of it after that, with the
+    optimizer's momentum left as it is.
+    """
+    if schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    if schedule == "step":
+        for group in optimizer.param_groups:
+            group["lr"] = max_lr
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=10 * steps_per_epoch, gamma=0.1)
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+def schedule_trace(schedule: str = "one-cycle", max_lr: float = 0.1, epochs: int = 15,
+                   steps_per_epoch: int = 235) -> tuple[list[float], list[float]]:
+    """The learning rate and momentum at every training step, read from the scheduler itself (stepped on
+    an optimizer of one dummy parameter, as `fit` builds it)."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=max_lr, momentum=0.9, nesterov=True)
+    scheduler = make_scheduler(optimizer, schedule, max_lr, epochs, steps_per_epoch)
+    rates, momenta = [], []
+    for _ in range(epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        momenta.append(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        scheduler.step()
+    return rates, momenta
+
+
 def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader, epochs: int,
         max_lr: float = 0.1, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
-        bn_batches: int = 40, clean_final_epochs: int = 2, verbose: bool = True) -> History:
-    """Train with SGD (Nesterov momentum) under a one-cycle learning-rate schedule, testing after
+        bn_batches: int = 40, clean_final_epochs: int = 2, schedule: str = "one-cycle",
+        verbose: bool = True) -> History:
+    """Train with SGD (Nesterov momentum) under a learning-rate schedule (`make_scheduler`), testing after
     every epoch; returns the History.
 
     Before each test, BatchNorm's statistics are recomputed from `bn_batches` batches of unaugmented
@@ -353,10 +392,7 @@ def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader,
     device = next(model.parameters()).device
     optimizer = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, nesterov=True,
                                 weight_decay=weight_decay)
-    # OneCycleLR also drives the momentum (so the 0.9 above is only a starting value): from 0.95 down to
-    # 0.85 while the learning rate climbs from max_lr / 25 to max_lr, then back up while it anneals.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
-                                                    steps_per_epoch=len(train_loader))
+    scheduler = make_scheduler(optimizer, schedule, max_lr, epochs, len(train_loader))
     # BatchNorm's statistics come from the training digits in storage order, unaugmented: drawing no
     # random numbers, they leave the training run exactly as it would be without them.
     statistics_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
@@ -366,7 +402,8 @@ def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader,
     history = History(parameters=count_parameters(model), device=device_name(device),
                       config=dict(epochs=epochs, max_lr=max_lr, weight_decay=weight_decay,
                                   label_smoothing=label_smoothing, batch_size=train_loader.batch_size,
-                                  bn_batches=bn_batches, clean_final_epochs=clean_final_epochs))
+                                  bn_batches=bn_batches, clean_final_epochs=clean_final_epochs,
+                                  schedule=schedule))
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loader = clean_loader if epoch > epochs - clean_final_epochs else train_loader

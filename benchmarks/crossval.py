@@ -31,13 +31,16 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from model import ConvBlock, Net, count_parameters  # noqa: E402
+from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, kaiming_init  # noqa: E402
 from utils import Augmentation, TensorLoader, fit, mnist_tensors, recompute_batchnorm_statistics, seed_everything, test  # noqa: E402
 
 FOLDS, FOLD_SEED, EPOCHS = 6, 0, 15
 # What every candidate starts from, spelled out so that a later change of fit's defaults cannot change
 # what a candidate in the ledger means.
-BASE_FIT_ARGS = dict(max_lr=0.1, weight_decay=5e-4, label_smoothing=0.0, bn_batches=40, clean_final_epochs=0)
+BASE_FIT_ARGS = dict(max_lr=0.1, weight_decay=5e-4, label_smoothing=0.0, bn_batches=40, clean_final_epochs=0,
+                     schedule="one-cycle")
+# The notebook's recipe ("clean-2" below); each ablation changes exactly one thing of it.
+RECIPE_FIT_ARGS = dict(clean_final_epochs=2)
 LEDGER_JSON, LEDGER_MD = ROOT / "benchmarks" / "ledger.json", ROOT / "benchmarks" / "ledger.md"
 
 
@@ -82,6 +85,37 @@ def residual_blocks(**net_args) -> nn.Module:
     return net
 
 
+def without_1x1_transitions(**net_args) -> nn.Module:
+    """Net whose MaxPoolingBlocks are bare max-pools: the 3x3 convolution after each pool reads the pooled
+    channels directly, as the linear 1x1 convolution could be folded into it."""
+    net = Net(**net_args)
+    channels = net.in_channels
+    for index, block in enumerate(net.features):
+        if isinstance(block, MaxPoolingBlock):
+            net.features[index] = block[0]
+        elif isinstance(block, ConvBlock):
+            conv = block[0]
+            if conv.in_channels != channels:
+                block[0] = nn.Conv2d(channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None)
+            channels = conv.out_channels
+    return net
+
+
+def flatten_head(**net_args) -> nn.Module:
+    """Net whose head flattens the last 7x7 maps into one Linear layer instead of averaging each channel:
+    the classifier then has a weight for every position of every channel."""
+    net = Net(**net_args)
+    channels = net.classifier.in_features
+    net.features[-1] = nn.Flatten()
+    net.classifier = nn.Linear(channels * 7 * 7, net.classifier.out_features)
+    return net
+
+
+def kaiming_without_batch_norm(**net_args) -> nn.Module:
+    """Net without BatchNorm, its weights drawn by He (Kaiming) initialisation: a fair start without BN."""
+    return kaiming_init(Net(batch_norm=False, **net_args))
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One recipe to score: how to build the model, what to pass to `fit`, and what it is compared with."""
@@ -93,6 +127,15 @@ class Candidate:
     baseline: str | None = "precise-bn"
     # Scored on another candidate's trained weights: the same runs, another way of evaluating them.
     scored_on: str | None = None
+    # False for a candidate scored to show what a design costs, knowing it breaks the 20,000-parameter budget.
+    within_budget: bool = True
+
+
+def ablation(description: str, build: Callable[..., nn.Module] = Net, net_args: dict | None = None,
+             within_budget: bool = True, **fit_args) -> Candidate:
+    """The notebook's recipe with one thing removed or replaced, compared with the recipe itself."""
+    return Candidate(description, build, net_args or {}, {**RECIPE_FIT_ARGS, **fit_args}, baseline="clean-2",
+                     within_budget=within_budget)
 
 
 CANDIDATES = {
@@ -110,6 +153,23 @@ CANDIDATES = {
     "wide-first-conv": Candidate("a 5x5 first convolution instead of 3x3", build=wide_first_convolution),
     "residual": Candidate("skip connections around the 14x14 and 7x7 ConvBlocks", build=residual_blocks),
     "width-5": Candidate("Net(n_channels=5), 7,390 parameters", net_args=dict(n_channels=5), baseline=None),
+    # Ablations of the recipe: each removes or replaces one ingredient the walkthrough credits.
+    "no-bn": ablation("no BatchNorm (convolutions with biases, PyTorch's default initialisation), peak LR 0.1",
+                      net_args=dict(batch_norm=False)),
+    **{f"no-bn-kaiming-lr{lr}": ablation(f"no BatchNorm, Kaiming initialisation, peak LR {lr}",
+                                         build=kaiming_without_batch_norm, max_lr=lr) for lr in (0.01, 0.02, 0.05)},
+    "no-augmentation": ablation("no augmentation: every epoch on unaugmented digits", clean_final_epochs=EPOCHS),
+    "flatten-head": ablation("flatten the 7x7x24 maps into the Linear layer instead of global average pooling",
+                             build=flatten_head, within_budget=False),
+    "flatten-head-width-6": ablation("flatten head on Net(n_channels=6), to fit the parameter budget",
+                                     build=flatten_head, net_args=dict(n_channels=6)),
+    "dropout-0.05": ablation("Dropout 0.05 after every ConvBlock", net_args=dict(dropout=0.05)),
+    "dropout-0.1": ablation("Dropout 0.1 after every ConvBlock (as in the reference design)",
+                            net_args=dict(dropout=0.1)),
+    "step-schedule": ablation("the reference's step schedule (LR 0.1, a tenth of it from epoch 11, momentum "
+                              "0.9) instead of one-cycle", schedule="step"),
+    "no-1x1": ablation("no 1x1 convolution after the max-pools (the next 3x3 convolution reads the pooled "
+                       "channels)", build=without_1x1_transitions),
 }
 
 
@@ -133,13 +193,17 @@ def run_fold(name: str, fold: int) -> dict:
     val_loader = TensorLoader(images[held_out], labels[held_out], 1000, channels_last=True)
     model = train_loader.prepare(candidate.build(**candidate.net_args))
     history = fit(model, train_loader, val_loader, EPOCHS, **{**BASE_FIT_ARGS, **candidate.fit_args}, verbose=False)
+    # Accuracy on the model's own (unaugmented) training images, scored like the validation fold: the
+    # gap between the two is what augmentation and Dropout act on.
+    plain = TensorLoader(train_loader.images, train_loader.labels, 1000, channels_last=True)
     record = dict(candidate=name, fold=fold, seed=fold + 1, parameters=count_parameters(model),
                   val_acc=history.test_acc[-1], val_acc_per_epoch=history.test_acc,
+                  train_acc=test(model, plain)[1], train_loss_per_epoch=history.train_loss,
                   seconds_per_epoch=statistics.mean(history.epoch_seconds))
     # Runs on running averages are also scored after recomputing the statistics: same weights, no retraining.
     if candidate.fit_args.get("bn_batches") == 0:
-        plain = TensorLoader(train_loader.images, train_loader.labels, 256, channels_last=True)
-        recompute_batchnorm_statistics(model, plain, 40)
+        recompute_batchnorm_statistics(model, TensorLoader(train_loader.images, train_loader.labels, 256,
+                                                           channels_last=True), 40)
         record["val_acc_recomputed_bn"] = test(model, val_loader)[1]
     print(f"{name} fold {fold}: {record['val_acc']:.2f}% ({record['seconds_per_epoch']:.1f} s/epoch)", flush=True)
     return record

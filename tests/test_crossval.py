@@ -41,14 +41,14 @@ def test_ledger_scores_a_candidate_on_its_baseline_folds_and_gives_a_verdict():
 
 
 @pytest.mark.parametrize("name", list(crossval.CANDIDATES))
-def test_every_candidate_builds_a_model_under_the_parameter_limit(name):
+def test_every_candidate_builds_a_model_and_says_whether_it_is_under_the_parameter_limit(name):
     import torch
     from model import count_parameters
 
     candidate = crossval.CANDIDATES[name]
     model = candidate.build(**candidate.net_args)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert count_parameters(model) < 20_000
+    assert (count_parameters(model) < 20_000) == candidate.within_budget
     assert candidate.baseline is None or candidate.baseline in crossval.CANDIDATES
 
 
@@ -59,3 +59,24 @@ def test_activated_transitions_end_each_max_pooling_block_in_batchnorm_and_relu(
               isinstance(b[0], nn.MaxPool2d)]
     assert len(blocks) == 2 and all([type(m) for m in b] == [nn.MaxPool2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
                                     for b in blocks)
+
+
+def test_without_1x1_transitions_has_bare_max_pools_and_2368_fewer_parameters():
+    from torch import nn
+    from model import MaxPoolingBlock, Net, count_parameters
+
+    net = crossval.without_1x1_transitions()
+    assert not any(isinstance(m, MaxPoolingBlock) for m in net.modules())
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 2
+    assert count_parameters(Net()) - count_parameters(net) == 2_368
+
+
+def test_flatten_head_gives_the_classifier_a_weight_for_every_position_of_every_channel():
+    net = crossval.flatten_head()
+    assert net.classifier.in_features == 24 * 7 * 7
+
+
+def test_every_ablation_starts_from_the_recipe_and_is_compared_with_it():
+    ablations = [c for c in crossval.CANDIDATES.values() if c.baseline == "clean-2"]
+    assert len(ablations) >= 10
+    assert all(c.fit_args["clean_final_epochs"] >= 2 for c in ablations)

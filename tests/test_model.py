@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, receptive_fields, stage_widths
+from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, kaiming_init, receptive_fields, stage_widths
 
 
 def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
@@ -96,9 +96,17 @@ def test_default_net_sees_the_whole_digit_before_pooling():
     assert rows[-1].output_size == 1
 
 
-def test_dropout_acts_only_in_the_7x7_stage():
+def test_dropout_follows_every_conv_block():
     net = Net(dropout=0.2)
-    active = [name for name, m in net.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]
-    pooling = [name for name, m in net.named_modules() if isinstance(m, MaxPoolingBlock)]
-    assert len(active) == 2
-    assert all(int(name.split(".")[1]) > int(pooling[-1].split(".")[1]) for name in active)
+    blocks = [m for m in net.modules() if isinstance(m, ConvBlock)]
+    assert len(blocks) == 6
+    assert all(isinstance(block[-1], nn.Dropout) and block[-1].p == 0.2 for block in blocks)
+
+
+def test_kaiming_init_gives_weights_the_variance_two_over_fan_in_and_zero_biases():
+    torch.manual_seed(0)
+    net = kaiming_init(Net(batch_norm=False))
+    conv = net.features[2][0]  # a 16 -> 16 3x3 convolution: fan_in 144
+    assert conv.weight.var().item() == pytest.approx(2 / 144, rel=0.1)
+    assert all((m.bias == 0).all() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+               and m.bias is not None)
