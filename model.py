@@ -108,6 +108,93 @@ def kaiming_init(model: nn.Module) -> nn.Module:
     return model
 
 
+class ReferenceBlock(nn.Sequential):
+    """The reference design's block: 3x3 convolution without padding -> ReLU -> BatchNorm -> Dropout."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3), nn.ReLU(), nn.BatchNorm2d(out_channels),
+                         nn.Dropout(dropout))
+
+
+class ReferenceNet(nn.Module):
+    """The reference design this project grew from (19,866 parameters): 28 -> 20 in four unpadded blocks,
+    a 1x1 convolution to 16 channels and a max-pool, 10 -> 4 in three blocks, AvgPool(4), Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ReferenceBlock(1, 16), ReferenceBlock(16, 16), ReferenceBlock(16, 16), ReferenceBlock(16, 32),
+            nn.Conv2d(32, 16, 1), nn.MaxPool2d(2),
+            ReferenceBlock(16, 16), ReferenceBlock(16, 16, 0.1), ReferenceBlock(16, 32, 0.1),
+            nn.AvgPool2d(4),
+        )
+        self.fc = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch N x 1 x 28 x 28 of float images to N x 10 log-probabilities."""
+        return torch.log_softmax(self.fc(self.features(x).flatten(1)), dim=1)
+
+
+@dataclass
+class LayerCost:
+    """Parameters and multiply-adds per image of the layers that read inputs of one size."""
+
+    input_size: str
+    parameters: int
+    multiply_adds: int
+
+
+@torch.no_grad()
+def layer_costs(model: nn.Module, input_size: int = IMAGE_SIZE) -> list[LayerCost]:
+    """Parameters and multiply-adds for one image, grouped by the spatial size of each layer's input
+    (convolutions, BatchNorm), with the linear head last; measured by running one image through `model`.
+
+    A convolution costs (output pixels) x (output channels) x (input channels x kernel area) multiply-adds;
+    a linear layer in x out. BatchNorm, ReLU and pooling are counted in parameters but not in
+    multiply-adds (they are a few operations per activation, not per weight).
+    """
+    costs: dict[str, LayerCost] = {}
+
+    def record(layer: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        size = "head" if isinstance(layer, nn.Linear) else f"{inputs[0].shape[-2]}x{inputs[0].shape[-1]}"
+        if isinstance(layer, nn.Conv2d):
+            weight = layer.weight
+            adds = output[0].numel() * weight[0].numel()
+        elif isinstance(layer, nn.Linear):
+            adds = layer.weight.numel()
+        else:
+            adds = 0
+        cost = costs.setdefault(size, LayerCost(size, 0, 0))
+        cost.parameters += sum(p.numel() for p in layer.parameters(recurse=False) if p.requires_grad)
+        cost.multiply_adds += adds
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(record) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        model(torch.zeros(1, 1, input_size, input_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return [cost for cost in costs.values() if cost.parameters or cost.multiply_adds]
+
+
+def cost_table(models: dict[str, nn.Module]) -> str:
+    """Parameters and multiply-adds per image of each named model, by input size, as a plain-text table."""
+    lines = []
+    for name, model in models.items():
+        costs = layer_costs(model)
+        total_params, total_adds = sum(c.parameters for c in costs), sum(c.multiply_adds for c in costs)
+        lines += [f"{name}", f"  {'input size':<10} {'parameters':>10} {'multiply-adds':>14} {'share':>6}"]
+        lines += [f"  {c.input_size:<10} {c.parameters:>10,} {c.multiply_adds:>14,} "
+                  f"{100 * c.multiply_adds / total_adds:>5.1f}%" for c in costs]
+        lines += [f"  {'total':<10} {total_params:>10,} {total_adds:>14,}", ""]
+    return "\n".join(lines).rstrip()
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

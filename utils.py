@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from torch import nn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
@@ -255,6 +256,39 @@ def loss_per_step(model: nn.Module, loader: TensorLoader | Sequence, steps: int,
     return losses
 
 
+def loss_curves_on_the_same_batches(runs: dict[str, tuple[nn.Module, float]], loader: TensorLoader, steps: int,
+                                    seed: int) -> dict[str, list[float]]:
+    """`loss_per_step` for several (model, learning rate) runs that see exactly the same batches in the same
+    order: the random generator is reset to `seed` just before each run shuffles, so the models must be
+    built (and initialised) beforehand."""
+    curves = {}
+    for name, (model, lr) in runs.items():
+        seed_everything(seed)
+        curves[name] = loss_per_step(model, loader, steps, lr)
+    return curves
+
+
+@torch.no_grad()
+def activation_spread(model: nn.Module, images: torch.Tensor) -> list[float]:
+    """Standard deviation of the output of every ConvBlock for one normalised batch, in training mode (as
+    the first training step sees it); the model's running statistics are left as they were."""
+    state = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    spreads = []
+    hooks = [block.register_forward_hook(lambda _, __, output: spreads.append(float(output.float().std())))
+             for block in model.modules() if isinstance(block, ConvBlock)]
+    was_training = model.training
+    try:
+        model.train()
+        model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+        for name, buffer in model.named_buffers():
+            buffer.copy_(state[name])
+    return spreads
+
+
 @torch.inference_mode()
 def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") -> tuple[float, float]:
     """Evaluate without gradients; returns (mean loss, accuracy in %)."""
@@ -418,6 +452,74 @@ def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader,
     return history
 
 
+# ------------------------------------------------------------------------------------ ablations
+
+
+def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
+    shared = sorted(scores.keys() & baseline.keys())
+    if len(shared) < 2:
+        return None
+    differences = [scores[f] - baseline[f] for f in shared]
+    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
+
+
+@dataclass
+class Ablation:
+    """What one change to the recipe did in cross-validation: the mean fold-by-fold gain in validation
+    accuracy (points), its standard error, and the accuracies behind it."""
+
+    label: str
+    gain: float
+    standard_error: float
+    folds: int
+    val_acc: float
+    train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
+
+
+def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
+    """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
+    records that `benchmarks/crossval.py` writes to its ledger."""
+    def runs(name: str) -> dict[int, dict]:
+        return {r["fold"]: r for r in ledger if r["candidate"] == name}
+
+    base = {fold: r["val_acc"] for fold, r in runs(baseline).items()}
+    rows = []
+    for name, label in labels.items():
+        records = runs(name)
+        paired = paired_gain({fold: r["val_acc"] for fold, r in records.items()}, base)
+        if paired is None:
+            raise ValueError(f"the ledger has fewer than 2 folds of {name!r} paired with {baseline!r}")
+        train = [r["train_acc"] for r in records.values() if "train_acc" in r]
+        rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
+                             statistics.mean(train) if train else None))
+    return rows
+
+
+def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
+    """Each change's gain in validation accuracy over the recipe, with ± 1 standard error (thick) and
+    ± 2 (thin) bars; a bar below `worst` is cut at the axis and labelled with its value."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    positions = range(len(rows))[::-1]  # the first row on top
+    for y, row in zip(positions, rows):
+        colour = "tab:red" if row.gain < -2 * row.standard_error else (
+            "tab:green" if row.gain > 2 * row.standard_error else "tab:grey")
+        ax.barh(y, max(row.gain, worst), color=colour, alpha=0.6)
+        if row.gain < worst:
+            ax.text(worst * 0.98, y, f"{row.gain:+.1f} points, off the scale", va="center", fontsize=8)
+        else:
+            ax.errorbar(row.gain, y, xerr=2 * row.standard_error, color="black", linewidth=0.8, capsize=3)
+            ax.errorbar(row.gain, y, xerr=row.standard_error, color="black", linewidth=2.5)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(list(positions), [row.label for row in rows])
+    ax.set_xlim(worst, max(0.15, max(r.gain + 2 * r.standard_error for r in rows if r.gain >= worst) + 0.05))
+    ax.set(xlabel="gain in validation accuracy over the recipe (points; six-fold cross-validation)",
+           title="What each ingredient is worth: remove or replace it, and score the change")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------ saving, predicting
 
 
@@ -517,10 +619,14 @@ def plot_history(history: History) -> Figure:
     error_ax.axhline(100 - MIN_TEST_ACCURACY, color="grey", linestyle="--",
                      label=f"{100 - MIN_TEST_ACCURACY:.2f}% error = {MIN_TEST_ACCURACY:.2f}% accuracy")
     error_ax.set(xlabel="epoch", ylabel="error (%) = 100 - accuracy", title="Error (log scale)", yscale="log")
+    # Labels at 1, 2, 3 and 5 of every decade, so that the 0.4-0.8% that matters at the end can be read.
+    error_ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     error_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    error_ax.yaxis.set_minor_formatter(NullFormatter())
     for ax in (loss_ax, error_ax):
         ax.grid(alpha=0.3, which="both")
-        ax.legend()
+        # Below the axes, where no point of either curve can hide behind it.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -533,6 +639,36 @@ def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
     ax.axhline(math.log(NUM_CLASSES), color="grey", linestyle=":", label="ln 10: guessing uniformly")
     ax.set(xlabel="training step (batch)", ylabel="cross-entropy loss", title="The first training steps")
     ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedule(rates: Sequence[float], momenta: Sequence[float], steps_per_epoch: int) -> Figure:
+    """Learning rate and momentum against the epoch (x: steps / steps_per_epoch), on two y-axes."""
+    epochs = [step / steps_per_epoch for step in range(len(rates))]
+    fig, rate_ax = plt.subplots(figsize=(7, 3.5))
+    rate_ax.plot(epochs, rates, color="tab:blue")
+    rate_ax.set_xlabel("epoch")
+    rate_ax.set_ylabel("learning rate", color="tab:blue")
+    momentum_ax = rate_ax.twinx()
+    momentum_ax.plot(epochs, momenta, color="tab:orange")
+    momentum_ax.set_ylabel("momentum", color="tab:orange")
+    rate_ax.set_title("The schedule, read from the scheduler at every step")
+    rate_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_activation_spread(spreads: dict[str, Sequence[float]]) -> Figure:
+    """Standard deviation of each ConvBlock's output (log scale), one line per named model."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, values in spreads.items():
+        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+    ax.set(xlabel="ConvBlock (1: 28x28, 2-4: 14x14, 5-6: 7x7)", ylabel="standard deviation of its output",
+           yscale="log", title="How big the signal is, layer by layer, at initialisation")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -564,11 +700,31 @@ def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
 # -------------------------------------------------------------------------- what the network sees
 
 
+@torch.no_grad()
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
+    """The first convolution's 3x3 filters (filters x 3 x 3, first input channel) as the ReLU after them
+    sees them: multiplied by the scale of the BatchNorm that follows, when there is one.
+
+    BatchNorm multiplies each channel by gamma / sqrt(variance); a negative gamma flips what a filter
+    responds to, so the raw weights alone cannot say whether a filter looks for ink or for background.
+    """
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convolutions:
+        raise ValueError("the model has no convolution")
+    conv, modules = convolutions[0], list(model.modules())
+    weights = conv.weight.detach().float().cpu()[:, 0]
+    following = modules[modules.index(conv) + 1]
+    if isinstance(following, nn.BatchNorm2d) and following.running_var is not None:
+        scale = following.weight.detach().float().cpu() / torch.sqrt(following.running_var.float().cpu() + following.eps)
+        weights = weights * scale[:, None, None]
+    return weights
+
+
 def plot_first_layer_filters(model: nn.Module) -> Figure:
-    """The weights of the model's first convolution, one panel per filter, on one colour scale
-    (red: the filter responds to ink there, blue: to background)."""
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    weights = conv.weight.detach().float().cpu()[:, 0]  # the first (for MNIST, the only) input channel
+    """The first convolution's filters (`first_layer_filters`), one panel per filter, on one colour scale.
+    The input is white ink (positive after normalisation) on black (slightly negative), so red weights
+    raise the channel's output where there is ink and blue weights where there is none."""
+    weights = first_layer_filters(model)
     limit = float(weights.abs().max())
     columns = min(8, len(weights))
     rows = math.ceil(len(weights) / columns)
@@ -578,7 +734,7 @@ def plot_first_layer_filters(model: nn.Module) -> Figure:
     for index, (ax, weight) in enumerate(zip(axes.flat, weights)):
         image = ax.imshow(weight.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"filter {index}", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight x BatchNorm scale")
     return fig
 
 
@@ -631,7 +787,9 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: int, patch: int
     mean drop over the squares that cover it. Positive: hiding that region lowers `target`'s probability,
     so the region was evidence for it.
 
-    Hidden means set to MNIST's average pixel, which is 0 after normalisation: neither ink nor background.
+    Hidden means set to 0 after normalisation, which is MNIST's average pixel, 33 on the 0-255 scale: a
+    dark grey, close to the black background (0), far from the ink (up to 255). It is also the value that
+    the convolutions' zero padding adds around the border.
     """
     if not 1 <= patch <= 28 or stride < 1:
         raise ValueError(f"patch must be in 1..28 and stride at least 1, got patch={patch}, stride={stride}")
@@ -667,12 +825,12 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
         row[0].imshow(digit.squeeze().numpy(), cmap="gray")
         row[0].set_title(f"a {int(true[index])}, read as {int(predicted[index])}", fontsize=9)
         for ax, (label, heat), kind in zip(row[1:], maps.items(), ("wrong answer", "true digit")):
-            ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            heat_image = ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.contour(digit.squeeze().numpy(), levels=[128], colors="black", linewidths=0.6)
             ax.set_title(f"evidence for {label} ({kind}, p={float(probabilities[label]):.2f})", fontsize=8)
         for ax in row:
             ax.axis("off")
-    fig.tight_layout()
+        fig.colorbar(heat_image, ax=list(row[1:]), shrink=0.85, label="drop in probability")
     return fig
 
 

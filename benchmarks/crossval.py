@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import json
-import math
 import multiprocessing
 import statistics
 import sys
@@ -32,7 +31,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from model import ConvBlock, MaxPoolingBlock, Net, count_parameters, kaiming_init  # noqa: E402
-from utils import Augmentation, TensorLoader, fit, mnist_tensors, recompute_batchnorm_statistics, seed_everything, test  # noqa: E402
+from utils import (Augmentation, TensorLoader, fit, mnist_tensors, paired_gain,  # noqa: E402
+                   recompute_batchnorm_statistics, seed_everything, test)
 
 FOLDS, FOLD_SEED, EPOCHS = 6, 0, 15
 # What every candidate starts from, spelled out so that a later change of fit's defaults cannot change
@@ -220,15 +220,6 @@ def fold_scores(ledger: list[dict], name: str) -> dict[int, float]:
     if candidate.scored_on:
         return {r["fold"]: r["val_acc_recomputed_bn"] for r in ledger if r["candidate"] == candidate.scored_on}
     return {r["fold"]: r["val_acc"] for r in ledger if r["candidate"] == name}
-
-
-def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
-    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
-    shared = sorted(scores.keys() & baseline.keys())
-    if len(shared) < 2:
-        return None
-    differences = [scores[f] - baseline[f] for f in shared]
-    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
 
 
 def ledger_table(ledger: list[dict]) -> str:

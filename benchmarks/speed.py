@@ -16,42 +16,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model import Net, count_parameters  # noqa: E402
+from model import Net, ReferenceNet, count_parameters  # noqa: E402
 from utils import (MNIST_MEAN, MNIST_STD, Augmentation, TensorLoader, device_name, fit, load_mnist,  # noqa: E402
                    pick_device, seed_everything, test_transforms)
 
 TRAIN_IMAGES = 60_000
 REFERENCE_PARAMETERS = 19_866
 REFERENCE_PUBLISHED_ACCURACY = 99.49  # its last epoch of 19, as published
-
-
-class ReferenceBlock(nn.Sequential):
-    """The reference's block: 3x3 convolution without padding -> ReLU -> BatchNorm -> Dropout."""
-
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
-        super().__init__(nn.Conv2d(in_channels, out_channels, 3), nn.ReLU(), nn.BatchNorm2d(out_channels),
-                         nn.Dropout(dropout))
-
-
-class ReferenceNet(nn.Module):
-    """The reference design: 28 -> 20 in four blocks, 1x1 to 16 and max-pool, 10 -> 4 in three, AvgPool(4)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            ReferenceBlock(1, 16), ReferenceBlock(16, 16), ReferenceBlock(16, 16), ReferenceBlock(16, 32),
-            nn.Conv2d(32, 16, 1), nn.MaxPool2d(2),
-            ReferenceBlock(16, 16), ReferenceBlock(16, 16, 0.1), ReferenceBlock(16, 32, 0.1),
-            nn.AvgPool2d(4),
-        )
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.fc(self.features(x).view(-1, 32)), dim=1)
 
 
 def reference_transforms() -> transforms.Compose:

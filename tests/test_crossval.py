@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import crossval  # noqa: E402
+import utils  # noqa: E402
 
 
 def test_folds_are_six_disjoint_tenths_of_the_training_set_and_never_change():
@@ -19,10 +20,10 @@ def test_folds_are_six_disjoint_tenths_of_the_training_set_and_never_change():
 def test_paired_gain_is_the_mean_difference_with_its_standard_error():
     baseline = {0: 99.0, 1: 99.2, 2: 99.4}
     candidate = {0: 99.1, 1: 99.4, 2: 99.7, 5: 99.9}  # fold 5 has no baseline to pair with
-    mean, se, n = crossval.paired_gain(candidate, baseline)
+    mean, se, n = utils.paired_gain(candidate, baseline)
     assert n == 3 and mean == pytest.approx(0.2)
     assert se == pytest.approx(0.1 / math.sqrt(3))  # differences 0.1, 0.2, 0.3: standard deviation 0.1
-    assert crossval.paired_gain({0: 99.0}, {0: 99.0}) is None
+    assert utils.paired_gain({0: 99.0}, {0: 99.0}) is None
 
 
 def run(candidate, fold, acc, **extra):

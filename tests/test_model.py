@@ -110,3 +110,17 @@ def test_kaiming_init_gives_weights_the_variance_two_over_fan_in_and_zero_biases
     assert conv.weight.var().item() == pytest.approx(2 / 144, rel=0.1)
     assert all((m.bias == 0).all() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and m.bias is not None)
+
+
+def test_layer_costs_add_up_to_the_parameter_count_and_put_most_compute_at_14x14():
+    from model import ReferenceNet, cost_table, layer_costs
+
+    net, reference = layer_costs(Net()), layer_costs(ReferenceNet())
+    assert sum(c.parameters for c in net) == count_parameters(Net()) == 18_538
+    assert sum(c.parameters for c in reference) == count_parameters(ReferenceNet()) == 19_866
+    adds = {c.input_size: c.multiply_adds for c in net}
+    # 16 -> 16 channels, 3x3, at 14x14: 196 pixels x 16 outputs x 144 weights, three times, plus the 1x1.
+    assert adds["14x14"] == 3 * 196 * 16 * 144 + 196 * 16 * 16
+    assert adds["14x14"] > sum(adds.values()) / 2
+    assert sum(c.multiply_adds for c in reference) > 2 * sum(adds.values())
+    assert "18,538" in cost_table({"Net": Net()}) and "19,866" in cost_table({"reference": ReferenceNet()})

@@ -10,7 +10,7 @@ from PIL import Image
 matplotlib.use("Agg")
 
 import utils  # noqa: E402
-from model import Net  # noqa: E402
+from model import Net, kaiming_init  # noqa: E402
 from utils import (Augmentation, History, TensorLoader, augment_batch, confusion_matrix, fit,  # noqa: E402
                    load_model, mnist_tensors, normalize, per_class_accuracy, predict, save_model,
                    split_validation, train, train_transforms)
@@ -316,19 +316,34 @@ def test_plot_history_shows_every_point_and_the_target_line():
     history = History()
     for test_acc in (45.6, 96.0, 91.8, 99.7):
         history.record(0.5, 90.0, 0.2, test_acc, 1.0)
-    ax = utils.plot_history(history).axes[1]
+    fig = utils.plot_history(history)
+    ax = fig.axes[1]
     low, high = ax.get_ylim()
     errors = [100 - a for a in history.test_acc + history.train_acc]
     assert low <= min(errors) and max(errors) <= high
     assert any(list(line.get_ydata()) == [100 - 99.4] * 2 for line in ax.lines)
+    # The range that matters at the end (0.3-1% error) has labelled ticks, not only the decades.
+    fig.canvas.draw()
+    labelled = [tick.get_loc() for tick in ax.yaxis.get_major_ticks() if tick.label1.get_text()]
+    assert len([y for y in labelled if 0.25 < y < 1.0 and low <= y <= high]) >= 2
+    # The legends sit below the axes, where they cannot cover a point.
+    for axes in fig.axes:
+        assert axes.get_legend().get_window_extent().y1 <= axes.get_window_extent().y0
 
 
-def test_first_layer_filters_get_one_panel_each():
+def test_first_layer_filters_get_one_panel_each_with_the_batchnorm_scale_folded_in():
     model = Net(n_channels=5)  # 10 filters at 28x28
+    conv, norm = model.features[0][0], model.features[0][1]
+    with torch.no_grad():
+        norm.weight[3] = -2.0  # a negative scale flips what the filter responds to
+        norm.running_var[3] = 4.0 - norm.eps
     fig = utils.plot_first_layer_filters(model)
     panels = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("filter")]
-    assert len(panels) == model.features[0][0].out_channels == 10
-    assert torch.equal(torch.tensor(panels[3].images[0].get_array()), model.features[0][0].weight[3, 0].detach())
+    assert len(panels) == conv.out_channels == 10
+    shown = torch.tensor(panels[3].images[0].get_array())
+    assert torch.allclose(shown, -conv.weight[3, 0].detach(), atol=1e-6)  # -2 / sqrt(4) = -1
+    plain = Net(batch_norm=False)  # no BatchNorm: the raw weights
+    assert torch.equal(utils.first_layer_filters(plain), plain.features[0][0].weight[:, 0].detach())
 
 
 def test_stage_outputs_have_the_shape_each_stage_promises():
@@ -377,3 +392,99 @@ def test_plot_occlusion_explains_each_mistake_in_one_row():
     assert len([ax for ax in fig.axes if ax.images]) == 2 * 3
     with pytest.raises(ValueError, match="no misclassified"):
         utils.plot_occlusion(model, images, true, true)
+
+
+# --------------------------------------------------------------------- showing what each ingredient does
+
+def test_batch_augmentation_shifts_reach_past_ten_percent_but_not_past_the_computed_bound():
+    # A centred blob: rotation and zoom about the centre leave its centre of mass in place, the shift moves it.
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 12:16, 12:16] = 1.0
+    torch.manual_seed(0)
+    moved = augment_batch(image.repeat(20_000, 1, 1, 1))
+    coordinates = torch.arange(28.0)
+    mass = moved.sum((1, 2, 3))
+    centre_x = (moved.sum((1, 2)) * coordinates).sum(1) / mass
+    reach = float((centre_x - 13.5).abs().max()) / 28  # as a fraction of the image, along one axis
+    bound = 1.1 * (math.cos(math.radians(10)) + math.sin(math.radians(10))) * 0.1
+    assert 0.105 < reach <= bound + 0.002  # beyond RandomAffine's 10%, within 12.7%
+
+
+def test_loss_curves_on_the_same_batches_feed_every_model_the_same_batches():
+    import copy
+
+    images, labels = synthetic_digits(256)
+    loader = TensorLoader(images, labels, 32, shuffle=True)
+    torch.manual_seed(0)
+    model = Net(n_channels=4)
+    twin = copy.deepcopy(model)
+    torch.rand(1000)  # the generator moves on between building the models and training them
+    curves = utils.loss_curves_on_the_same_batches({"a": (model, 0.05), "b": (twin, 0.05)}, loader, steps=5, seed=3)
+    assert curves["a"] == curves["b"]  # identical models, identical batches: identical losses
+    torch.manual_seed(0)
+    other = utils.loss_per_step(copy.deepcopy(twin), loader, steps=5, lr=0.05)
+    assert other != curves["b"]  # without the reset, another order of batches: another curve
+
+
+def test_activation_spread_with_batchnorm_stays_put_without_it_shrinks():
+    torch.manual_seed(0)
+    images = normalize(synthetic_digits(64)[0])
+    with_bn, without_bn = Net(), Net(batch_norm=False)
+    before = {name: b.clone() for name, b in with_bn.named_buffers()}
+    spread_bn, spread_plain = utils.activation_spread(with_bn, images), utils.activation_spread(without_bn, images)
+    assert len(spread_bn) == len(spread_plain) == 6
+    assert all(0.3 < s < 1.0 for s in spread_bn)  # BatchNorm's output is unit spread; after the ReLU about 0.58
+    assert spread_plain[-1] < spread_plain[0] / 4  # PyTorch's default initialisation loses signal each layer
+    kaiming = utils.activation_spread(kaiming_init(Net(batch_norm=False)), images)
+    assert kaiming[-1] > spread_plain[-1] * 4
+    assert all(torch.equal(before[name], b) for name, b in with_bn.named_buffers())  # statistics left alone
+    assert isinstance(utils.plot_activation_spread({"a": spread_bn, "b": spread_plain}), Figure)
+
+
+def test_schedule_trace_reads_the_one_cycle_and_step_schedules_from_the_scheduler():
+    rates, momenta = utils.schedule_trace("one-cycle", max_lr=0.1, epochs=10, steps_per_epoch=10)
+    assert len(rates) == len(momenta) == 100
+    peak = rates.index(max(rates))
+    assert rates[0] == pytest.approx(0.1 / 25) and max(rates) == pytest.approx(0.1, rel=1e-3)
+    assert 25 <= peak <= 35 and rates[-1] < 1e-4  # the peak at 30% of the steps, then down to almost 0
+    assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85, abs=1e-3)
+    step_rates, step_momenta = utils.schedule_trace("step", max_lr=0.1, epochs=15, steps_per_epoch=10)
+    assert step_rates[99] == pytest.approx(0.1) and step_rates[100] == pytest.approx(0.01)
+    assert set(step_momenta) == {0.9}
+    assert isinstance(utils.plot_schedule(rates, momenta, 10), Figure)
+    with pytest.raises(ValueError, match="schedule"):
+        utils.schedule_trace("cosine")
+
+
+def test_fit_trains_under_the_step_schedule_too():
+    images, labels = synthetic_digits(128)
+    loader = TensorLoader(images, labels, 32, shuffle=True)
+    history = fit(Net(n_channels=4), loader, TensorLoader(images, labels, 64), epochs=1, schedule="step",
+                  verbose=False)
+    assert history.config["schedule"] == "step" and history.epochs == 1
+
+
+def ledger_record(candidate, fold, acc, **extra):
+    return dict(candidate=candidate, fold=fold, val_acc=acc, **extra)
+
+
+def test_ablations_pair_each_candidate_with_the_baseline_fold_by_fold():
+    ledger = [ledger_record("base", f, 99.4 + 0.01 * f) for f in range(6)]
+    ledger += [ledger_record("worse", f, 99.2 + 0.01 * f + (0.02 if f % 2 else 0), train_acc=99.9) for f in range(6)]
+    ledger += [ledger_record("one-fold", 0, 99.9)]
+    (row,) = utils.ablations(ledger, {"worse": "a worse recipe"}, baseline="base")
+    assert row.label == "a worse recipe" and row.folds == 6
+    assert row.gain == pytest.approx(-0.19) and row.standard_error == pytest.approx(0.01095445 / math.sqrt(6), rel=1e-3)
+    assert row.train_acc == pytest.approx(99.9)
+    with pytest.raises(ValueError, match="fewer than 2 folds"):
+        utils.ablations(ledger, {"one-fold": "scored on one fold only"}, baseline="base")
+
+
+def test_plot_ablations_cuts_a_bar_that_falls_off_the_scale_and_says_its_value():
+    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None), utils.Ablation("broken", -88.0, 0.1, 6, 11.3, None)]
+    fig = utils.plot_ablations(rows, worst=-1.0)
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == -1.0
+    assert any("-88.0 points" in text.get_text() for text in ax.texts)
+    height = {label.get_text(): y for label, y in zip(ax.get_yticklabels(), ax.get_yticks())}
+    assert height["fine"] > height["broken"]  # the first row on top
