@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
@@ -496,6 +496,28 @@ def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list
     return rows
 
 
+def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epochs: int) -> Figure:
+    """Validation accuracy per epoch of two sets of ledger runs that share their weights for the first
+    `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a fold."""
+    def per_fold(name: str) -> dict[int, list[float]]:
+        return {r["fold"]: r["val_acc_per_epoch"][:epochs] for r in ledger if r["candidate"] == name}
+
+    lagging, current = per_fold(running), per_fold(recomputed)
+    folds = sorted(lagging.keys() & current.keys())
+    if not folds:
+        raise ValueError(f"the ledger has no fold with both {running!r} and {recomputed!r}")
+    fig, axes = plt.subplots(1, len(folds), figsize=(2.2 * len(folds), 3), sharey=True, squeeze=False)
+    for ax, fold in zip(axes[0], folds):
+        ax.plot(range(1, epochs + 1), lagging[fold], "o-", markersize=3, label="running averages")
+        ax.plot(range(1, epochs + 1), current[fold], "o-", markersize=3, label="recomputed")
+        ax.set(title=f"fold {fold}", xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("validation accuracy (%)")
+    axes[0, 0].legend(title="BatchNorm statistics", fontsize=7, title_fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
     """Each change's gain in validation accuracy over the recipe, with ± 1 standard error (thick) and
     ± 2 (thin) bars; a bar below `worst` is cut at the axis and labelled with its value."""
@@ -624,6 +646,7 @@ def plot_history(history: History) -> Figure:
     error_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     error_ax.yaxis.set_minor_formatter(NullFormatter())
     for ax in (loss_ax, error_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
         # Below the axes, where no point of either curve can hide behind it.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), fontsize=8)

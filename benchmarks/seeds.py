@@ -5,7 +5,13 @@ writes each run's artifacts/seeds/w{width}_s{seed}/history.json, then benchmarks
 table), benchmarks/results.json (one record per run) and benchmarks/accuracy_vs_parameters.png (test
 accuracy against parameter count, one point a run).
 With --store-notebook, the run with the notebook's own default parameters is executed unchanged and
-saved back into S6.ipynb, so that the stored notebook is the table's row for those parameters.
+saved back into S6.ipynb, so that the stored notebook is the table's row for those parameters;
+--store-only does just that, and nothing else.
+
+    python benchmarks/seeds.py --direct --device cuda --widths 8 --seeds $(seq 1 16) --processes 8 --out benchmarks/gpu
+skips the notebook: each run calls the notebook's training directly (`utils.fit` with the notebook's
+default parameters, this seed and width), many at once on one device. On a GPU that makes a 16-seed
+sweep a matter of minutes.
 """
 from __future__ import annotations
 
@@ -31,8 +37,10 @@ from nbclient import NotebookClient  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import torch  # noqa: E402
+from model import Net  # noqa: E402
 from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY  # noqa: E402
-from utils import MIN_TEST_ACCURACY, History  # noqa: E402
+from utils import MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, fit, seed_everything  # noqa: E402
 
 
 NOTEBOOK = ROOT / "S6.ipynb"
@@ -125,6 +133,25 @@ def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
             for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
 
 
+def direct_run(job: tuple[int, int, int, str]) -> History:
+    """Train the notebook's recipe without the notebook: its default parameters, with this width and seed,
+    on `device`, seeded as the notebook's training cell is; returns the history."""
+    width, seed, epochs, device_name = job
+    defaults = notebook_defaults()
+    device = torch.device(device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    seed_everything(seed)
+    train_loader = TensorLoader.mnist(True, device, defaults["BATCH_SIZE"], augmentation=Augmentation())
+    test_loader = TensorLoader.mnist(False, device, batch_size=1000)
+    seed_everything(seed)
+    model = train_loader.prepare(Net(n_channels=width, dropout=defaults["DROPOUT"]))
+    history = fit(model, train_loader, test_loader, epochs, max_lr=defaults["MAX_LR"],
+                  clean_final_epochs=defaults["CLEAN_FINAL_EPOCHS"], schedule=defaults["SCHEDULE"], verbose=False)
+    history.config.update(seed=seed, n_channels=width, dropout=defaults["DROPOUT"], direct=True)
+    return history
+
+
 def sweep_run(job: tuple[int, int, int, Path, bool]) -> History:
     """Run one notebook of the sweep (or store the default one) and record its wall time."""
     width, seed, epochs, artifacts, stored = job
@@ -151,9 +178,26 @@ def main() -> None:
                         help="save the run with the notebook's default parameters back into S6.ipynb")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the history of every run already in artifacts/ instead of running it again")
+    parser.add_argument("--store-only", action="store_true",
+                        help="only execute S6.ipynb with its default parameters and save it in place")
     parser.add_argument("--processes", type=int, default=1,
                         help="notebooks run at once; with more than one, each runs on one thread")
+    parser.add_argument("--direct", action="store_true",
+                        help="call the notebook's training directly instead of executing the notebook")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="with --direct: where the runs train (default: cuda if there is a GPU)")
     args = parser.parse_args()
+    if args.store_only:
+        run_and_store_notebook()
+        return
+    if args.direct:
+        jobs = [(width, seed, args.epochs, args.device) for index, width in enumerate(args.widths)
+                for seed in (args.seeds if index == 0 else args.small_seeds)]
+        start = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            runs = {(width, seed): history for (width, seed, *_), history in zip(jobs, pool.imap(direct_run, jobs))}
+        write_results(runs, args.out, (time.perf_counter() - start) / 60)
+        return
 
     defaults = notebook_defaults()
     start, runs, jobs = time.perf_counter(), {}, []
@@ -173,14 +217,18 @@ def main() -> None:
             runs[width, seed] = history
             print(f"width {width} seed {seed}: {history.parameters:,} parameters, last-epoch test accuracy "
                   f"{history.test_acc[-1]:.2f}% (whole notebook: {_minutes(history)})", flush=True)
-    total_minutes = (time.perf_counter() - start) / 60
+    write_results(runs, args.out, (time.perf_counter() - start) / 60)
+
+
+def write_results(runs: dict[tuple[int, int], History], out: Path, total_minutes: float) -> None:
+    """Write results.md, results.json and accuracy_vs_parameters.png for a sweep into `out`."""
     table = results_table(runs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(
         f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
         f"for the runs it executed.\n\n{table}")
-    (args.out / "results.json").write_text(json.dumps(results_records(runs), indent=1))
-    plot_accuracy_vs_parameters(runs).savefig(args.out / "accuracy_vs_parameters.png", dpi=120)
+    (out / "results.json").write_text(json.dumps(results_records(runs), indent=1))
+    plot_accuracy_vs_parameters(runs).savefig(out / "accuracy_vs_parameters.png", dpi=120)
     print(table)
     print(f"wall time of this sweep: {total_minutes:.1f} minutes")
 

@@ -488,3 +488,13 @@ def test_plot_ablations_cuts_a_bar_that_falls_off_the_scale_and_says_its_value()
     assert any("-88.0 points" in text.get_text() for text in ax.texts)
     height = {label.get_text(): y for label, y in zip(ax.get_yticklabels(), ax.get_yticks())}
     assert height["fine"] > height["broken"]  # the first row on top
+
+
+def test_plot_statistics_lag_draws_both_scorings_of_each_shared_fold():
+    ledger = [ledger_record("lagging", f, 99.0, val_acc_per_epoch=[80.0, 90.0, 99.0]) for f in range(3)]
+    ledger += [ledger_record("current", f, 99.0, val_acc_per_epoch=[95.0, 97.0, 99.0]) for f in (1, 2)]
+    fig = utils.plot_statistics_lag(ledger, "lagging", "current", epochs=2)
+    assert [ax.get_title() for ax in fig.axes] == ["fold 1", "fold 2"]
+    assert [list(line.get_ydata()) for line in fig.axes[0].lines] == [[80.0, 90.0], [95.0, 97.0]]
+    with pytest.raises(ValueError, match="no fold"):
+        utils.plot_statistics_lag(ledger, "lagging", "missing", epochs=2)
