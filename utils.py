@@ -471,7 +471,7 @@ class Ablation:
 
     label: str
     gain: float
-    standard_error: float
+    standard_error: float  # nan when the candidate was scored on one fold only
     folds: int
     val_acc: float
     train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
@@ -479,7 +479,8 @@ class Ablation:
 
 def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
     """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
-    records that `benchmarks/crossval.py` writes to its ledger."""
+    records that `benchmarks/crossval.py` writes to its ledger. A candidate scored on one fold only gets
+    that fold's difference and no standard error."""
     def runs(name: str) -> dict[int, dict]:
         return {r["fold"]: r for r in ledger if r["candidate"] == name}
 
@@ -487,9 +488,13 @@ def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list
     rows = []
     for name, label in labels.items():
         records = runs(name)
-        paired = paired_gain({fold: r["val_acc"] for fold, r in records.items()}, base)
+        scores = {fold: r["val_acc"] for fold, r in records.items()}
+        paired = paired_gain(scores, base)
         if paired is None:
-            raise ValueError(f"the ledger has fewer than 2 folds of {name!r} paired with {baseline!r}")
+            shared = sorted(scores.keys() & base.keys())
+            if not shared:
+                raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
+            paired = (scores[shared[0]] - base[shared[0]], math.nan, 1)
         train = [r["train_acc"] for r in records.values() if "train_acc" in r]
         rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
                              statistics.mean(train) if train else None))
@@ -524,17 +529,22 @@ def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
     positions = range(len(rows))[::-1]  # the first row on top
     for y, row in zip(positions, rows):
-        colour = "tab:red" if row.gain < -2 * row.standard_error else (
-            "tab:green" if row.gain > 2 * row.standard_error else "tab:grey")
+        # With one fold there is no standard error: a fall to chance is still plainly a loss.
+        spread = 2 * row.standard_error if row.folds > 1 else 1.0
+        colour = "tab:red" if row.gain < -spread else "tab:green" if row.gain > spread else "tab:grey"
         ax.barh(y, max(row.gain, worst), color=colour, alpha=0.6)
+        folds = " (1 fold)" if row.folds == 1 else ""
         if row.gain < worst:
-            ax.text(worst * 0.98, y, f"{row.gain:+.1f} points, off the scale", va="center", fontsize=8)
+            ax.text(worst * 0.98, y, f"{row.gain:+.1f} points, off the scale{folds}", va="center", fontsize=8)
+        elif row.folds == 1:
+            ax.text(row.gain, y, f" 1 fold", va="center", fontsize=8)
         else:
             ax.errorbar(row.gain, y, xerr=2 * row.standard_error, color="black", linewidth=0.8, capsize=3)
             ax.errorbar(row.gain, y, xerr=row.standard_error, color="black", linewidth=2.5)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(list(positions), [row.label for row in rows])
-    ax.set_xlim(worst, max(0.15, max(r.gain + 2 * r.standard_error for r in rows if r.gain >= worst) + 0.05))
+    ax.set_xlim(worst, max([0.15] + [r.gain + 2 * r.standard_error + 0.05 for r in rows
+                                      if r.gain >= worst and r.folds > 1]))
     ax.set(xlabel="gain in validation accuracy over the recipe (points; six-fold cross-validation)",
            title="What each ingredient is worth: remove or replace it, and score the change")
     ax.grid(alpha=0.3, axis="x")

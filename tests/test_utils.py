@@ -476,16 +476,19 @@ def test_ablations_pair_each_candidate_with_the_baseline_fold_by_fold():
     assert row.label == "a worse recipe" and row.folds == 6
     assert row.gain == pytest.approx(-0.19) and row.standard_error == pytest.approx(0.01095445 / math.sqrt(6), rel=1e-3)
     assert row.train_acc == pytest.approx(99.9)
-    with pytest.raises(ValueError, match="fewer than 2 folds"):
-        utils.ablations(ledger, {"one-fold": "scored on one fold only"}, baseline="base")
+    (single,) = utils.ablations(ledger, {"one-fold": "scored on one fold only"}, baseline="base")
+    assert single.folds == 1 and single.gain == pytest.approx(0.5) and math.isnan(single.standard_error)
+    with pytest.raises(ValueError, match="no fold"):
+        utils.ablations(ledger, {"never-run": "not in the ledger"}, baseline="base")
 
 
 def test_plot_ablations_cuts_a_bar_that_falls_off_the_scale_and_says_its_value():
-    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None), utils.Ablation("broken", -88.0, 0.1, 6, 11.3, None)]
+    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None), utils.Ablation("broken", -88.0, math.nan, 1, 11.3, None)]
     fig = utils.plot_ablations(rows, worst=-1.0)
     ax = fig.axes[0]
     assert ax.get_xlim()[0] == -1.0
-    assert any("-88.0 points" in text.get_text() for text in ax.texts)
+    assert any("-88.0 points, off the scale (1 fold)" in text.get_text() for text in ax.texts)
+    assert [patch.get_facecolor()[:3] for patch in ax.patches][1] == matplotlib.colors.to_rgb("tab:red")
     height = {label.get_text(): y for label, y in zip(ax.get_yticklabels(), ax.get_yticks())}
     assert height["fine"] > height["broken"]  # the first row on top
 
