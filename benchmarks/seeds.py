@@ -133,11 +133,11 @@ def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
             for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
 
 
-def direct_run(job: tuple[int, int, int, str]) -> History:
-    """Train the notebook's recipe without the notebook: its default parameters, with this width and seed,
-    on `device`, seeded as the notebook's training cell is; returns the history."""
-    width, seed, epochs, device_name = job
-    defaults = notebook_defaults()
+def direct_run(job: tuple[int, int, int, str, dict]) -> History:
+    """Train the notebook's recipe without the notebook: its default parameters (`defaults`, read once by
+    the caller), with this width and seed, on `device`, seeded as the notebook's training cell is; returns
+    the history."""
+    width, seed, epochs, device_name, defaults = job
     device = torch.device(device_name)
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -191,7 +191,8 @@ def main() -> None:
         run_and_store_notebook()
         return
     if args.direct:
-        jobs = [(width, seed, args.epochs, args.device) for index, width in enumerate(args.widths)
+        defaults = notebook_defaults()
+        jobs = [(width, seed, args.epochs, args.device, defaults) for index, width in enumerate(args.widths)
                 for seed in (args.seeds if index == 0 else args.small_seeds)]
         start = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
