@@ -158,8 +158,7 @@ def layer_costs(model: nn.Module, input_size: int = IMAGE_SIZE) -> list[LayerCos
     def record(layer: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         size = "head" if isinstance(layer, nn.Linear) else f"{inputs[0].shape[-2]}x{inputs[0].shape[-1]}"
         if isinstance(layer, nn.Conv2d):
-            weight = layer.weight
-            adds = output[0].numel() * weight[0].numel()
+            adds = output[0].numel() * layer.weight[0].numel()
         elif isinstance(layer, nn.Linear):
             adds = layer.weight.numel()
         else:

@@ -476,6 +476,12 @@ class Ablation:
     val_acc: float
     train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
 
+    def __str__(self) -> str:
+        spread = f"± {self.standard_error:.3f}" if self.folds > 1 else "(1 fold)"
+        train = f"{self.train_acc:.2f}%" if self.train_acc is not None else "  -   "
+        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} over {self.folds} folds  "
+                f"validation {self.val_acc:6.2f}%  train {train}")
+
 
 def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
     """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
@@ -860,7 +866,7 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
         for ax, (label, heat), kind in zip(row[1:], maps.items(), ("wrong answer", "true digit")):
             heat_image = ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.contour(digit.squeeze().numpy(), levels=[128], colors="black", linewidths=0.6)
-            ax.set_title(f"evidence for {label} ({kind}, p={float(probabilities[label]):.2f})", fontsize=8)
+            ax.set_title(f"evidence for {label}\n({kind}, p={float(probabilities[label]):.2f})", fontsize=8)
         for ax in row:
             ax.axis("off")
         fig.colorbar(heat_image, ax=list(row[1:]), shrink=0.85, label="drop in probability")
@@ -868,7 +874,6 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
 
 
 # ------------------------------------------------------------------------------------- constraints
-
 
 
 def check_constraints(history: History) -> tuple[str, bool]:

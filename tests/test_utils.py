@@ -478,6 +478,8 @@ def test_ablations_pair_each_candidate_with_the_baseline_fold_by_fold():
     assert row.train_acc == pytest.approx(99.9)
     (single,) = utils.ablations(ledger, {"one-fold": "scored on one fold only"}, baseline="base")
     assert single.folds == 1 and single.gain == pytest.approx(0.5) and math.isnan(single.standard_error)
+    assert "-0.190 ± 0.004  over 6 folds" in str(row) and "train 99.90%" in str(row)
+    assert "(1 fold)" in str(single) and "nan" not in str(single)
     with pytest.raises(ValueError, match="no fold"):
         utils.ablations(ledger, {"never-run": "not in the ledger"}, baseline="base")
 
