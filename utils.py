@@ -21,7 +21,7 @@ from torch import nn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from model import NUM_CLASSES, ConvBlock, count_parameters
+from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, count_parameters
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
@@ -870,6 +870,147 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
         for ax in row:
             ax.axis("off")
         fig.colorbar(heat_image, ax=list(row[1:]), shrink=0.85, label="drop in probability")
+    return fig
+
+
+# ----------------------------------------------------------------------------- your own handwriting
+
+MNIST_BOX = 20  # MNIST fitted each digit's ink into a 20x20 box, then centred it in 28x28
+INK_THRESHOLD = 0.1  # pixels fainter than this do not count as ink when finding the digit's extent
+
+
+def _area_weights(size_in: int, size_out: int) -> np.ndarray:
+    """size_out x size_in matrix whose row i averages the input pixels that output pixel i covers, each
+    weighted by the fraction of it inside (a box filter: anti-aliased when shrinking)."""
+    edges = np.arange(size_out + 1) * size_in / size_out
+    pixels = np.arange(size_in)
+    overlap = np.minimum(edges[1:, None], pixels[None, :] + 1) - np.maximum(edges[:-1, None], pixels[None, :])
+    return np.clip(overlap, 0, None) / (size_in / size_out)
+
+
+def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a 2-D image to height x width, each output pixel the average of the input area it covers."""
+    return _area_weights(image.shape[0], height) @ image @ _area_weights(image.shape[1], width).T
+
+
+def _check_ink(ink: np.ndarray) -> np.ndarray:
+    ink = np.asarray(ink, dtype=np.float64)
+    if ink.ndim != 2 or ink.size == 0 or ink.min() < 0 or ink.max() > 1:
+        raise ValueError(f"expected a 2-D array of ink values in [0, 1] (1 = ink), got shape {ink.shape}"
+                         + (f" and values {ink.min():g} to {ink.max():g}" if ink.size else ""))
+    return ink
+
+
+def downscale(ink: np.ndarray) -> np.ndarray:
+    """A drawing shrunk to 28x28 as it stands, with no cropping or centring: the naive way to feed it in."""
+    return area_resize(_check_ink(ink), IMAGE_SIZE, IMAGE_SIZE)
+
+
+def prepare_like_mnist(ink: np.ndarray) -> np.ndarray:
+    """A drawing (2-D, ink values in [0, 1]) prepared as MNIST's digits were: cropped to its ink, shrunk
+    keeping its aspect ratio until the longer side is 20 pixels (anti-aliased by area averaging), and
+    placed in 28x28 with its centre of mass at the centre. Raises ValueError for a drawing with no ink.
+
+    docs/network.js does the same in the browser, step for step.
+    """
+    ink = _check_ink(ink)
+    rows, columns = np.nonzero(ink > INK_THRESHOLD)
+    if rows.size == 0:
+        raise ValueError("the drawing is empty: draw a digit")
+    digit = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+    scale = MNIST_BOX / max(digit.shape)
+    # floor(x + 0.5), not round(): Python rounds halves to even, JavaScript's Math.round up.
+    height, width = (max(1, math.floor(side * scale + 0.5)) for side in digit.shape)
+    digit = area_resize(digit, height, width)
+    mass = digit.sum()
+    centre_row = (digit.sum(1) @ np.arange(height)) / mass
+    centre_column = (digit.sum(0) @ np.arange(width)) / mass
+    # Put the centre of mass on the middle of the 28x28 field (pixel coordinate 13.5), to the nearest pixel.
+    top, left = math.floor(14 - centre_row), math.floor(14 - centre_column)
+    image = np.zeros((IMAGE_SIZE, IMAGE_SIZE))
+    # Ink that the shift would push past the border is cut off, as it would be in a 28x28 frame.
+    r0, r1 = max(0, top), min(IMAGE_SIZE, top + height)
+    c0, c1 = max(0, left), min(IMAGE_SIZE, left + width)
+    image[r0:r1, c0:c1] = digit[r0 - top:r1 - top, c0 - left:c1 - left]
+    return np.clip(image, 0.0, 1.0)
+
+
+def _arc(centre_x: float, centre_y: float, radius_x: float, radius_y: float, start: float, end: float,
+         points: int = 16) -> tuple[tuple[float, float], ...]:
+    """Points along an elliptical arc, angles in degrees, measured clockwise from 3 o'clock (y points down)."""
+    angles = np.radians(np.linspace(start, end, points))
+    return tuple((round(centre_x + radius_x * math.cos(a), 4), round(centre_y + radius_y * math.sin(a), 4))
+                 for a in angles)
+
+
+# Each digit as a person might draw it with a mouse: strokes of (x, y) points in a unit square, y down.
+DIGIT_STROKES: dict[int, tuple[tuple[tuple[float, float], ...], ...]] = {
+    0: (_arc(0.5, 0.5, 0.3, 0.42, -90, 270, 24),),
+    1: (((0.36, 0.22), (0.55, 0.06), (0.55, 0.94)),),
+    2: (_arc(0.5, 0.32, 0.28, 0.24, 200, 400) + ((0.2, 0.92), (0.84, 0.92)),),
+    3: (_arc(0.47, 0.29, 0.26, 0.21, 210, 450), _arc(0.47, 0.71, 0.3, 0.22, 270, 520)),
+    4: (((0.32, 0.06), (0.16, 0.6), (0.84, 0.6)), ((0.66, 0.3), (0.66, 0.94))),
+    5: (((0.8, 0.08), (0.3, 0.08), (0.26, 0.44)) + _arc(0.48, 0.66, 0.3, 0.26, 220, 510),),
+    6: (_arc(0.62, 0.62, 0.38, 0.56, 270, 180, 10) + _arc(0.5, 0.7, 0.26, 0.22, 180, 540, 20),),
+    7: (((0.16, 0.1), (0.84, 0.1), (0.4, 0.94)),),
+    8: (_arc(0.5, 0.28, 0.22, 0.2, 90, 450, 20), _arc(0.5, 0.7, 0.28, 0.22, -90, 270, 20)),
+    9: (_arc(0.5, 0.3, 0.26, 0.22, 0, 360, 20), ((0.76, 0.3), (0.7, 0.94))),
+}
+
+
+def render_strokes(strokes: Sequence[Sequence[tuple[float, float]]], box: tuple[float, float, float, float] = (0.15, 0.1, 0.85, 0.9),
+                   line_width: int = 22, size: int = 280) -> np.ndarray:
+    """Draw strokes (points in a unit square) into the part `box` (left, top, right, bottom, as fractions)
+    of a size x size canvas, with round pens of `line_width` pixels; returns ink values in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = (edge * size for edge in box)
+    for stroke in strokes:
+        points = [(left + x * (right - left), top + y * (bottom - top)) for x, y in stroke]
+        draw.line(points, fill=255, width=line_width, joint="curve")
+        for x, y in (points[0], points[-1]):  # round ends, like a pen
+            draw.ellipse((x - line_width / 2, y - line_width / 2, x + line_width / 2, y + line_width / 2), fill=255)
+    return np.asarray(canvas, dtype=np.float64) / 255
+
+
+# Ways a mouse-drawn digit differs from MNIST's, as render_strokes arguments.
+UNLIKE_MNIST = {
+    "as MNIST": dict(),
+    "thin": dict(line_width=5),
+    "thick": dict(line_width=56),
+    "off-centre": dict(box=(0.02, 0.02, 0.5, 0.55)),
+    "small": dict(box=(0.42, 0.4, 0.58, 0.62), line_width=8),
+}
+
+
+@torch.inference_mode()
+def read_drawing(model: nn.Module, image: np.ndarray) -> torch.Tensor:
+    """The model's probabilities for the ten digits, for a 28x28 image of ink values in [0, 1]."""
+    if np.shape(image) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"expected a 28x28 image, got shape {np.shape(image)}")
+    batch = (torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE) - MNIST_MEAN) / MNIST_STD
+    model.eval()
+    return F.softmax(model(batch.to(next(model.parameters()).device)), dim=1)[0].cpu()
+
+
+def plot_drawing_preparation(model: nn.Module, drawings: dict[str, np.ndarray]) -> Figure:
+    """For each named drawing: the canvas, what the network reads from it shrunk as it stands, and from it
+    prepared like MNIST (`prepare_like_mnist`); one row each."""
+    fig, axes = plt.subplots(len(drawings), 3, figsize=(6.6, 2.3 * len(drawings)), squeeze=False)
+    for row, (name, ink) in zip(axes, drawings.items()):
+        row[0].imshow(ink, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"{name}: the canvas", fontsize=9)
+        for ax, (how, image) in zip(row[1:], (("shrunk as it is", downscale(ink)),
+                                              ("prepared like MNIST", prepare_like_mnist(ink)))):
+            probabilities = read_drawing(model, image)
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{how}:\nread as {int(probabilities.argmax())} (p={float(probabilities.max()):.2f})",
+                         fontsize=9)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
     return fig
 
 

@@ -2,6 +2,7 @@
 import math
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -503,3 +504,57 @@ def test_plot_statistics_lag_draws_both_scorings_of_each_shared_fold():
     assert [list(line.get_ydata()) for line in fig.axes[0].lines] == [[80.0, 90.0], [95.0, 97.0]]
     with pytest.raises(ValueError, match="no fold"):
         utils.plot_statistics_lag(ledger, "lagging", "missing", epochs=2)
+
+
+# ------------------------------------------------------------------------------- your own handwriting
+
+
+def ink_extent(image: np.ndarray) -> tuple[int, int]:
+    rows, columns = np.nonzero(image > utils.INK_THRESHOLD)
+    return int(np.ptp(rows)) + 1, int(np.ptp(columns)) + 1
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    return tuple(float((image.sum(axis) @ np.arange(28)) / image.sum()) for axis in (1, 0))
+
+
+@pytest.mark.parametrize("how", list(utils.UNLIKE_MNIST))
+def test_prepare_like_mnist_fits_the_ink_into_20_pixels_and_centres_its_mass(how):
+    ink = utils.render_strokes(utils.DIGIT_STROKES[4], **utils.UNLIKE_MNIST[how])
+    image = utils.prepare_like_mnist(ink)
+    assert image.shape == (28, 28) and 0 <= image.min() and image.max() <= 1
+    height, width = ink_extent(image)
+    assert 18 <= max(height, width) <= 20  # the longer side fills MNIST's box, less faint anti-aliased edges
+    row, column = centre_of_mass(image)
+    assert abs(row - 13.5) <= 0.5 and abs(column - 13.5) <= 0.5
+
+
+def test_prepare_like_mnist_keeps_the_aspect_ratio():
+    ink = np.zeros((200, 300))
+    ink[50:70, 30:270] = 1.0  # a bar 240 wide and 20 high
+    height, width = ink_extent(utils.prepare_like_mnist(ink))
+    assert width == 20 and height == 2  # 20 x 20 / 240 = 1.7, to the nearest pixel
+
+
+def test_prepare_like_mnist_says_what_it_expected():
+    with pytest.raises(ValueError, match="draw a digit"):
+        utils.prepare_like_mnist(np.zeros((280, 280)))
+    with pytest.raises(ValueError, match="2-D array of ink values in \\[0, 1\\]"):
+        utils.prepare_like_mnist(np.ones((3, 280, 280)))
+    with pytest.raises(ValueError, match="values 0 to 255"):
+        utils.prepare_like_mnist(np.array([[0, 255]]))
+
+
+def test_area_resize_keeps_the_mean_and_averages_whole_blocks():
+    image = np.random.default_rng(0).random((280, 280))
+    small = utils.area_resize(image, 28, 28)
+    assert small.mean() == pytest.approx(image.mean())
+    assert small[3, 5] == pytest.approx(image[30:40, 50:60].mean())
+
+
+def test_read_drawing_gives_ten_probabilities_for_a_28x28_image_only():
+    model = Net().eval()
+    probabilities = utils.read_drawing(model, utils.prepare_like_mnist(utils.render_strokes(utils.DIGIT_STROKES[1])))
+    assert probabilities.shape == (10,) and float(probabilities.sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="28x28"):
+        utils.read_drawing(model, np.zeros((280, 280)))
