@@ -995,6 +995,17 @@ def read_drawing(model: nn.Module, image: np.ndarray) -> torch.Tensor:
     return F.softmax(model(batch.to(next(model.parameters()).device)), dim=1)[0].cpu()
 
 
+def drawing_readings(model: nn.Module, ways: dict[str, dict] = UNLIKE_MNIST) -> dict[str, tuple[list[int], list[int]]]:
+    """What the model reads from each digit of `DIGIT_STROKES` drawn each way (`render_strokes` arguments),
+    shrunk as it stands and prepared like MNIST: way -> (ten readings, ten readings), digits 0 to 9 in order."""
+    readings = {}
+    for name, how in ways.items():
+        drawings = [render_strokes(DIGIT_STROKES[digit], **how) for digit in range(NUM_CLASSES)]
+        readings[name] = tuple([int(read_drawing(model, prepare(ink)).argmax()) for ink in drawings]
+                               for prepare in (downscale, prepare_like_mnist))
+    return readings
+
+
 def plot_drawing_preparation(model: nn.Module, drawings: dict[str, np.ndarray]) -> Figure:
     """For each named drawing: the canvas, what the network reads from it shrunk as it stands, and from it
     prepared like MNIST (`prepare_like_mnist`); one row each."""
