@@ -12,6 +12,11 @@ saved back into S6.ipynb, so that the stored notebook is the table's row for tho
 skips the notebook: each run calls the notebook's training directly (`utils.fit` with the notebook's
 default parameters, this seed and width), many at once on one device. On a GPU that makes a 16-seed
 sweep a matter of minutes.
+
+    python benchmarks/seeds.py --reference --seeds 1 2 3 --epochs 19 --processes 2
+trains the reference recipe instead (speed.py's `run_reference`: its network, its per-image loader with
+two worker processes, its step schedule) on the CPU, one thread each, and adds its runs to results.json.
+Every mode replaces only the records it re-ran: those of other recipes, seeds or widths are kept.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -39,8 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from model import Net  # noqa: E402
-from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY  # noqa: E402
-from utils import MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, fit, seed_everything  # noqa: E402
+from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, run_reference  # noqa: E402
+from utils import (MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, device_name, fit,  # noqa: E402
+                   seed_everything)
 
 
 NOTEBOOK = ROOT / "S6.ipynb"
@@ -133,6 +140,36 @@ def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
             for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
 
 
+def reference_run(job: tuple[int, int, str | None]) -> dict:
+    """Train the reference recipe once with this seed and number of epochs on the CPU (one thread, plus its
+    loader's two worker processes); returns its record for results.json."""
+    seed, epochs, data_dir = job
+    torch.set_num_threads(1)
+    seed_everything(seed)
+    seconds, accuracy = run_reference(epochs, torch.device("cpu"), data_dir)
+    config = dict(recipe="reference", epochs=epochs, batch_size=512, lr=0.05, momentum=0.9, step_size=10,
+                  gamma=0.1, seed=seed)
+    return dict(config=config, parameters=REFERENCE_PARAMETERS, seed=seed, epochs=epochs, last_test_acc=accuracy,
+                device=device_name(torch.device("cpu")), seconds_per_epoch=statistics.mean(seconds))
+
+
+def record_key(record: dict) -> tuple:
+    """What makes two results.json records the same run: the recipe, the width, the seed and the epochs."""
+    return record["config"].get("recipe", "project"), record.get("width"), record["seed"], record["epochs"]
+
+
+def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
+    """The records of `old` that `new` does not re-run, then `new`."""
+    replaced = {record_key(record) for record in new}
+    return [record for record in old if record_key(record) not in replaced] + new
+
+
+def add_to_results(path: Path, records: list[dict]) -> None:
+    """Write `records` into the results file at `path`, in place of earlier records of the same runs."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(merge_records(old, records), indent=1))
+
+
 def direct_run(job: tuple[int, int, int, str, dict]) -> History:
     """Train the notebook's recipe without the notebook: its default parameters (`defaults`, read once by
     the caller), with this width and seed, on `device`, seeded as the notebook's training cell is; returns
@@ -184,11 +221,23 @@ def main() -> None:
                         help="notebooks run at once; with more than one, each runs on one thread")
     parser.add_argument("--direct", action="store_true",
                         help="call the notebook's training directly instead of executing the notebook")
+    parser.add_argument("--reference", action="store_true",
+                        help="train the reference recipe (on the CPU) instead of the notebook's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="with --direct: where the runs train (default: cuda if there is a GPU)")
     args = parser.parse_args()
     if args.store_only:
         run_and_store_notebook()
+        return
+    if args.reference:
+        jobs = [(seed, args.epochs, None) for seed in args.seeds]
+        # Not a multiprocessing.Pool: its daemonic workers may not start the loader's worker processes.
+        with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            records = list(pool.map(reference_run, jobs))
+        for record in records:
+            print(f"reference seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch {record['epochs']} "
+                  f"({record['seconds_per_epoch']:.0f} s per epoch)")
+        add_to_results(args.out / "results.json", records)
         return
     if args.direct:
         defaults = notebook_defaults()
@@ -228,7 +277,7 @@ def write_results(runs: dict[tuple[int, int], History], out: Path, total_minutes
     (out / "results.md").write_text(
         f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
         f"for the runs it executed.\n\n{table}")
-    (out / "results.json").write_text(json.dumps(results_records(runs), indent=1))
+    add_to_results(out / "results.json", results_records(runs))
     plot_accuracy_vs_parameters(runs).savefig(out / "accuracy_vs_parameters.png", dpi=120)
     print(table)
     print(f"wall time of this sweep: {total_minutes:.1f} minutes")

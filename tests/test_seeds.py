@@ -1,0 +1,29 @@
+"""benchmarks/seeds.py: how a sweep's records join those already in results.json."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import seeds  # noqa: E402
+
+
+def record(seed: int, accuracy: float, recipe: str | None = None, width: int | None = 8, epochs: int = 15) -> dict:
+    config = {"recipe": recipe} if recipe else {}
+    return dict(config=config, seed=seed, width=width, epochs=epochs, last_test_acc=accuracy)
+
+
+def test_merge_records_replaces_only_the_runs_it_reran():
+    old = [record(1, 99.5), record(2, 99.6), record(1, 99.4, recipe="reference", width=None, epochs=19)]
+    new = [record(2, 99.7), record(3, 99.55)]
+    merged = seeds.merge_records(old, new)
+    assert [(r["seed"], r["last_test_acc"]) for r in merged] == [(1, 99.5), (1, 99.4), (2, 99.7), (3, 99.55)]
+    # The reference's seed 1 is another run than the project's seed 1, and survives a project sweep.
+    assert seeds.record_key(merged[1]) == ("reference", None, 1, 19)
+
+
+def test_add_to_results_keeps_what_it_does_not_rerun(tmp_path):
+    path = tmp_path / "results.json"
+    seeds.add_to_results(path, [record(1, 99.5)])
+    seeds.add_to_results(path, [record(1, 99.4, recipe="reference", width=None, epochs=19), record(1, 99.6)])
+    assert [(r["config"].get("recipe"), r["last_test_acc"]) for r in json.loads(path.read_text())] == [
+        ("reference", 99.4), (None, 99.6)]
