@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+from PIL import Image, ImageDraw
 from torch import nn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
@@ -962,8 +963,6 @@ def render_strokes(strokes: Sequence[Sequence[tuple[float, float]]], box: tuple[
                    line_width: int = 22, size: int = 280) -> np.ndarray:
     """Draw strokes (points in a unit square) into the part `box` (left, top, right, bottom, as fractions)
     of a size x size canvas, with round pens of `line_width` pixels; returns ink values in [0, 1]."""
-    from PIL import Image, ImageDraw
-
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     left, top, right, bottom = (edge * size for edge in box)
