@@ -540,9 +540,10 @@ def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
         spread = 2 * row.standard_error if row.folds > 1 else 1.0
         colour = "tab:red" if row.gain < -spread else "tab:green" if row.gain > spread else "tab:grey"
         ax.barh(y, max(row.gain, worst), color=colour, alpha=0.6)
-        folds = " (1 fold)" if row.folds == 1 else ""
         if row.gain < worst:
-            ax.text(worst * 0.98, y, f"{row.gain:+.1f} points, off the scale{folds}", va="center", fontsize=8)
+            value = f"{row.gain:+.1f}" if row.folds == 1 else f"{row.gain:+.1f} ± {row.standard_error:.1f}"
+            folds = "1 fold" if row.folds == 1 else f"{row.folds} folds"
+            ax.text(worst * 0.98, y, f"{value} points, off the scale ({folds})", va="center", fontsize=8)
         elif row.folds == 1:
             ax.text(row.gain, y, f" 1 fold", va="center", fontsize=8)
         else:

@@ -486,11 +486,13 @@ def test_ablations_pair_each_candidate_with_the_baseline_fold_by_fold():
 
 
 def test_plot_ablations_cuts_a_bar_that_falls_off_the_scale_and_says_its_value():
-    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None), utils.Ablation("broken", -88.0, math.nan, 1, 11.3, None)]
+    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None), utils.Ablation("broken", -88.0, math.nan, 1, 11.3, None),
+            utils.Ablation("sometimes broken", -15.37, 14.7, 6, 84.1, None)]
     fig = utils.plot_ablations(rows, worst=-1.0)
     ax = fig.axes[0]
     assert ax.get_xlim()[0] == -1.0
     assert any("-88.0 points, off the scale (1 fold)" in text.get_text() for text in ax.texts)
+    assert any("-15.4 ± 14.7 points, off the scale (6 folds)" in text.get_text() for text in ax.texts)
     assert [patch.get_facecolor()[:3] for patch in ax.patches][1] == matplotlib.colors.to_rgb("tab:red")
     height = {label.get_text(): y for label, y in zip(ax.get_yticklabels(), ax.get_yticks())}
     assert height["fine"] > height["broken"]  # the first row on top
