@@ -960,8 +960,9 @@ DIGIT_STROKES: dict[int, tuple[tuple[tuple[float, float], ...], ...]] = {
 }
 
 
-def render_strokes(strokes: Sequence[Sequence[tuple[float, float]]], box: tuple[float, float, float, float] = (0.15, 0.1, 0.85, 0.9),
-                   line_width: int = 22, size: int = 280) -> np.ndarray:
+def render_strokes(strokes: Sequence[Sequence[tuple[float, float]]],
+                   box: tuple[float, float, float, float] = (0.15, 0.1, 0.85, 0.9), line_width: int = 22,
+                   size: int = 280) -> np.ndarray:
     """Draw strokes (points in a unit square) into the part `box` (left, top, right, bottom, as fractions)
     of a size x size canvas, with round pens of `line_width` pixels; returns ink values in [0, 1]."""
     canvas = Image.new("L", (size, size), 0)
@@ -990,7 +991,7 @@ def read_drawing(model: nn.Module, image: np.ndarray) -> torch.Tensor:
     """The model's probabilities for the ten digits, for a 28x28 image of ink values in [0, 1]."""
     if np.shape(image) != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"expected a 28x28 image, got shape {np.shape(image)}")
-    batch = (torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE) - MNIST_MEAN) / MNIST_STD
+    batch = normalize(torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE))
     model.eval()
     return F.softmax(model(batch.to(next(model.parameters()).device)), dim=1)[0].cpu()
 

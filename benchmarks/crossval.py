@@ -2,8 +2,9 @@
 
 The training set is cut into six fixed folds of 10,000 (a permutation drawn with seed 0). For each fold,
 one run (15 epochs unless the candidate says otherwise) trains on the other 50,000 images (seed =
-fold + 1) and is scored at its last epoch on the fold. A candidate's score is the mean over the six folds; it is compared with its baseline fold by
-fold, and a gain counts only when it exceeds twice the standard error of those differences. The test
+fold + 1) and is scored at its last epoch on the fold. A candidate's score is the mean over the six
+folds; it is compared with its baseline fold by fold, and a gain counts only when it exceeds twice the
+standard error of those differences. The test
 set is never read. Two folds run at once, one thread each.
 
     python benchmarks/crossval.py recipe clean-2     # runs what the ledger lacks, then rewrites it
@@ -200,7 +201,8 @@ def run_fold(name: str, fold: int) -> dict:
     # Accuracy on the model's own (unaugmented) training images, scored like the validation fold: the
     # gap between the two is what augmentation and Dropout act on.
     plain = TensorLoader(train_loader.images, train_loader.labels, 1000, channels_last=True)
-    record = dict(candidate=name, fold=fold, seed=fold + 1, epochs=candidate.epochs, parameters=count_parameters(model),
+    record = dict(candidate=name, fold=fold, seed=fold + 1, epochs=candidate.epochs,
+                  parameters=count_parameters(model),
                   val_acc=history.test_acc[-1], val_acc_per_epoch=history.test_acc,
                   train_acc=test(model, plain)[1], train_loss_per_epoch=history.train_loss,
                   seconds_per_epoch=statistics.mean(history.epoch_seconds))

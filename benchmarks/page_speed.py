@@ -12,9 +12,9 @@ import http.server
 import json
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-
-from playwright.sync_api import sync_playwright
+from typing import Iterator
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -30,24 +30,40 @@ TIMING = """async () => {
 }"""
 
 
-def main() -> None:
+@contextmanager
+def serving(directory: Path = DOCS) -> Iterator[str]:
+    """`directory` served over HTTP on a free local port, as `python -m http.server` would; yields the URL
+    of its index.html."""
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=DOCS))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=directory))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/index.html"
+    finally:
+        server.shutdown()
+
+
+def find_chromium() -> str | None:
+    """The path of the system's Chromium (Debian's `chromium`, or `chromium-browser`), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
     if chromium is None:
         raise SystemExit("needs Chromium: apt-get install chromium")
-    with sync_playwright() as playwright:
+    with serving() as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium)
         page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+        page.goto(url)
         page.wait_for_function("document.body.dataset.state === 'ready'")
         print(json.dumps(page.evaluate(TIMING)))
         browser.close()
-    server.shutdown()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from model import Net  # noqa: E402
-from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, run_reference  # noqa: E402
+from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, REFERENCE_TRAINING, run_reference  # noqa: E402
 from utils import (MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, device_name, fit,  # noqa: E402
                    seed_everything)
 
@@ -147,8 +147,7 @@ def reference_run(job: tuple[int, int, str | None]) -> dict:
     torch.set_num_threads(1)
     seed_everything(seed)
     seconds, accuracy = run_reference(epochs, torch.device("cpu"), data_dir)
-    config = dict(recipe="reference", epochs=epochs, batch_size=512, lr=0.05, momentum=0.9, step_size=10,
-                  gamma=0.1, seed=seed)
+    config = dict(recipe="reference", epochs=epochs, **REFERENCE_TRAINING, seed=seed)
     return dict(config=config, parameters=REFERENCE_PARAMETERS, seed=seed, epochs=epochs, last_test_acc=accuracy,
                 device=device_name(torch.device("cpu")), seconds_per_epoch=statistics.mean(seconds))
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
-import http.server
 import json
 import shutil
 import subprocess
-import threading
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -21,6 +19,9 @@ import utils
 from model import Net, browser_weights, net_from_browser_weights
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from page_speed import find_chromium, serving  # noqa: E402
+
 DOCS = ROOT / "docs"
 WEIGHTS = DOCS / "weights.json"
 SCREENSHOT = ROOT / "artifacts" / "page.png"
@@ -120,20 +121,13 @@ def test_export_then_import_gives_back_the_exported_weights():
 
 @pytest.fixture(scope="module")
 def page_url():
-    """docs/ served over HTTP on a free local port, as `python -m http.server` would."""
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=DOCS))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/index.html"
-    server.shutdown()
+    with serving(DOCS) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = find_chromium()
     if chromium is None:
         pytest.fail("the page tests need headless Chromium: apt-get install chromium (bash .ci/run installs it)")
     try:
