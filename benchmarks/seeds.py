@@ -13,9 +13,10 @@ skips the notebook: each run calls the notebook's training directly (`utils.fit`
 default parameters, this seed and width), many at once on one device. On a GPU that makes a 16-seed
 sweep a matter of minutes.
 
-    python benchmarks/seeds.py --reference --seeds 1 2 3 --epochs 19 --processes 2
+    python benchmarks/seeds.py --reference --device cpu --seeds 1 2 3 --epochs 19 --processes 2
 trains the reference recipe instead (speed.py's `run_reference`: its network, its per-image loader with
-two worker processes, its step schedule) on the CPU, one thread each, and adds its runs to results.json.
+two worker processes, its step schedule) on `--device` (on the CPU, one thread each), and adds its runs to
+results.json.
 Every mode replaces only the records it re-ran: those of other recipes, seeds or widths are kept.
 """
 from __future__ import annotations
@@ -140,16 +141,19 @@ def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
             for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
 
 
-def reference_run(job: tuple[int, int, str | None]) -> dict:
-    """Train the reference recipe once with this seed and number of epochs on the CPU (one thread, plus its
-    loader's two worker processes); returns its record for results.json."""
-    seed, epochs, data_dir = job
-    torch.set_num_threads(1)
+def reference_run(job: tuple[int, int, str]) -> dict:
+    """Train the reference recipe once with this seed and number of epochs on this device (on the CPU one
+    thread, plus its loader's two worker processes); returns its record for results.json."""
+    seed, epochs, device = job
+    device = torch.device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     seed_everything(seed)
-    seconds, accuracy = run_reference(epochs, torch.device("cpu"), data_dir)
+    seconds, accuracies = run_reference(epochs, device, None)
     config = dict(recipe="reference", epochs=epochs, **REFERENCE_TRAINING, seed=seed)
-    return dict(config=config, parameters=REFERENCE_PARAMETERS, seed=seed, epochs=epochs, last_test_acc=accuracy,
-                device=device_name(torch.device("cpu")), seconds_per_epoch=statistics.mean(seconds))
+    return dict(config=config, parameters=REFERENCE_PARAMETERS, seed=seed, epochs=epochs,
+                last_test_acc=accuracies[-1], test_acc_per_epoch=accuracies, device=device_name(device),
+                seconds_per_epoch=statistics.mean(seconds))
 
 
 def record_key(record: dict) -> tuple:
@@ -221,15 +225,16 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true",
                         help="call the notebook's training directly instead of executing the notebook")
     parser.add_argument("--reference", action="store_true",
-                        help="train the reference recipe (on the CPU) instead of the notebook's")
+                        help="train the reference recipe instead of the notebook's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="with --direct: where the runs train (default: cuda if there is a GPU)")
+                        help="with --direct or --reference: where the runs train "
+                             "(default: cuda if there is a GPU)")
     args = parser.parse_args()
     if args.store_only:
         run_and_store_notebook()
         return
     if args.reference:
-        jobs = [(seed, args.epochs, None) for seed in args.seeds]
+        jobs = [(seed, args.epochs, args.device) for seed in args.seeds]
         # Not a multiprocessing.Pool: its daemonic workers may not start the loader's worker processes.
         with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
             records = list(pool.map(reference_run, jobs))

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every figure in benchmarks/gpu.md, in one go, on a machine with one CUDA GPU (about 8 minutes on an H200):
+#     bash benchmarks/gpu.sh /tmp/gpu
+# First the timings, each alone on the machine: speed.py's three recipes, the notebook headless at 15 and
+# at 19 epochs, the tests (without tests/test_page.py where Node.js or Chromium is missing). Then the
+# accuracy runs, all at once, since only their accuracy is used: 16 seeds of the notebook's training at 15
+# and at 19 epochs, and the reference recipe's seeds 1-3 at its 19 epochs. Every step's output goes to OUTPUT_FOLDER/STEP.log, its
+# wall time to OUTPUT_FOLDER/times.txt; a failing step is recorded there and the others still run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: bash benchmarks/gpu.sh OUTPUT_FOLDER}
+mkdir -p "$out"
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import sys, torch; print(f'Python {sys.version.split()[0]}, PyTorch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}')"
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPU cores"
+} | tee "$out/machine.txt"
+
+timed() {  # timed STEP COMMAND...: run COMMAND, its output into STEP.log, "STEP: seconds (exit code)" into times.txt
+  local step=$1 start status
+  shift
+  start=$(date +%s.%N)
+  "$@" >"$out/$step.log" 2>&1
+  status=$?
+  awk -v step="$step" -v start="$start" -v end="$(date +%s.%N)" -v status="$status" \
+    'BEGIN { printf "%s: %.1f s (exit %d)\n", step, end - start, status }' | tee -a "$out/times.txt"
+}
+
+timed speed python3 benchmarks/speed.py --device cuda --epochs 3
+for epochs in 15 19; do
+  timed "notebook-$epochs" papermill S6.ipynb "$out/S6.gpu-$epochs.ipynb" -p EPOCHS "$epochs"
+done
+page_tests=()
+command -v node >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } ||
+  page_tests=(--ignore=tests/test_page.py)
+timed tests python3 -m pytest --nbval -p no:cacheprovider "${page_tests[@]}"
+
+seeds="$(seq 1 16)"
+timed seeds-15 python3 benchmarks/seeds.py --direct --device cuda --widths 8 --seeds $seeds --processes 8 \
+  --out "$out/seeds-15" &
+timed seeds-19 python3 benchmarks/seeds.py --direct --device cuda --widths 8 --seeds $seeds --processes 8 \
+  --epochs 19 --out "$out/seeds-19" &
+timed reference python3 benchmarks/seeds.py --reference --device cuda --seeds 1 2 3 --epochs 19 --processes 3 \
+  --out "$out/reference" &
+wait
