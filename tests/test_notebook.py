@@ -1,4 +1,5 @@
 """Tests of the stored notebook itself: its Colab setup cell and what it keeps on disk."""
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -44,10 +45,18 @@ def test_stored_notebook_keeps_no_widget_state(cells):
     assert widget_outputs == []
 
 
+def parameter(cells, name: str):
+    """The value the notebook's `parameters` cell gives `name`."""
+    source = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
+    assignment = next(node for node in ast.parse(source).body
+                      if isinstance(node, ast.Assign) and node.targets[0].id == name)
+    return ast.literal_eval(assignment.value)
+
+
 def test_stored_notebook_is_a_complete_run(cells):
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(c["execution_count"] for c in code)
     training = next(c for c in code if "utils.fit(" in "".join(c["source"]))
     epoch_lines = [line for o in training["outputs"] if o["output_type"] == "stream"
                    for line in "".join(o["text"]).splitlines() if line.startswith("epoch")]
-    assert len(epoch_lines) == 15
+    assert len(epoch_lines) == parameter(cells, "EPOCHS")
