@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Every figure in benchmarks/gpu.md, in one go, on a machine with one CUDA GPU (about 8 minutes on an H200):
+# Every figure in benchmarks/gpu.md, in one go, on a machine with one CUDA GPU (on one H200 the timed steps
+# took about 5 minutes, each 16-seed sweep 2 to 4):
 #     bash benchmarks/gpu.sh /tmp/gpu
 # First the timings, each alone on the machine: speed.py's three recipes, the notebook headless at 15 and
 # at 19 epochs, the tests (without tests/test_page.py where Node.js or Chromium is missing). Then the
-# accuracy runs, all at once, since only their accuracy is used: 16 seeds of the notebook's training at 15
-# and at 19 epochs, and the reference recipe's seeds 1-3 at its 19 epochs. Every step's output goes to OUTPUT_FOLDER/STEP.log, its
-# wall time to OUTPUT_FOLDER/times.txt; a failing step is recorded there and the others still run.
+# accuracy runs: 16 seeds of the notebook's training at 15 epochs, then at 19, all 16 seeds at once; last,
+# alone, the reference recipe's seeds 1-3 at its 19 epochs (its per-image loader needs the CPU cores that
+# the sweeps would take). Every step's output goes to OUTPUT_FOLDER/STEP.log, its wall time to
+# OUTPUT_FOLDER/times.txt; a failing step is recorded there and the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bash benchmarks/gpu.sh OUTPUT_FOLDER}
 mkdir -p "$out"
-export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # sixteen runs' progress bars would drown the logs
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import sys, torch; print(f'Python {sys.version.split()[0]}, PyTorch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}')"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPU cores"
+  echo "$(nproc) CPU cores"
 } | tee "$out/machine.txt"
 
 timed() {  # timed STEP COMMAND...: run COMMAND, its output into STEP.log, "STEP: seconds (exit code)" into times.txt
@@ -38,10 +40,9 @@ command -v node >/dev/null && { command -v chromium >/dev/null || command -v chr
 timed tests python3 -m pytest --nbval -p no:cacheprovider "${page_tests[@]}"
 
 seeds="$(seq 1 16)"
-timed seeds-15 python3 benchmarks/seeds.py --direct --device cuda --widths 8 --seeds $seeds --processes 8 \
-  --out "$out/seeds-15" &
-timed seeds-19 python3 benchmarks/seeds.py --direct --device cuda --widths 8 --seeds $seeds --processes 8 \
-  --epochs 19 --out "$out/seeds-19" &
+for epochs in 15 19; do
+  timed "seeds-$epochs" python3 benchmarks/seeds.py --direct --device cuda --widths 8 --seeds $seeds --processes 16 \
+    --epochs "$epochs" --out "$out/seeds-$epochs"
+done
 timed reference python3 benchmarks/seeds.py --reference --device cuda --seeds 1 2 3 --epochs 19 --processes 3 \
-  --out "$out/reference" &
-wait
+  --out "$out/reference"
