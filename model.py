@@ -69,7 +69,7 @@ class Net(nn.Module):
         super().__init__()
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-        self.in_channels = in_channels
+        self.in_channels, self.n_channels = in_channels, n_channels
         w1, w2, w3 = stage_widths(n_channels)
         self.features = nn.Sequential(
             ConvBlock(in_channels, w1, dropout, batch_norm),  # 28x28: edges and strokes
@@ -303,7 +303,7 @@ def browser_weights(model: Net, **about) -> dict:
 
     layers = folded_layers(model.eval())
     numbers = sum(layer[key].numel() for layer in layers for key in ("weight", "bias") if layer.get(key) is not None)
-    return dict(format=BROWSER_FORMAT, n_channels=model.features[0][0].out_channels // 2,
+    return dict(format=BROWSER_FORMAT, n_channels=model.n_channels,
                 parameters=count_parameters(model), folded_parameters=numbers, **about,
                 layers=[{key: encode(value) if key in ("weight", "bias") else value for key, value in layer.items()}
                         for layer in layers])
