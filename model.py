@@ -16,14 +16,19 @@ class ConvBlock(nn.Sequential):
     """3x3 convolution -> BatchNorm -> ReLU (-> Dropout, when dropout > 0), keeping the spatial size.
 
     `batch_norm=False` leaves the BatchNorm out (and gives the convolution a bias instead), to show
-    what BatchNorm does.
+    what BatchNorm does. `padded=False` leaves the padding out, so that the block trims one pixel from
+    every side, and `kernel_size=1` makes it a 1x1 convolution with its own BatchNorm and ReLU.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, batch_norm: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, batch_norm: bool = True,
+                 kernel_size: int = 3, padded: bool = True) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        if kernel_size not in (1, 3):
+            raise ValueError(f"kernel_size must be 1 or 3, got {kernel_size!r}")
         # With BatchNorm, no bias: BatchNorm subtracts the mean and adds its own shift.
-        layers = [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=not batch_norm)]
+        layers = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2 if padded else 0,
+                            bias=not batch_norm)]
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
         layers.append(nn.ReLU(inplace=True))
@@ -86,14 +91,47 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map a batch N x in_channels x 28 x 28 of float images to N x 10 class logits."""
-        expected = f"a float tensor of shape N x {self.in_channels} x {IMAGE_SIZE} x {IMAGE_SIZE}"
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected {expected}, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected {expected}, got dtype {x.dtype} (normalise images to float first)")
-        if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"expected {expected}, got shape {tuple(x.shape)}")
+        check_images(x, self.in_channels)
         return self.classifier(self.features(x).flatten(1))
+
+
+def check_images(x: torch.Tensor, in_channels: int = 1) -> None:
+    """Raise a ValueError that says what was expected unless `x` is a float batch N x in_channels x 28 x 28."""
+    expected = f"a float tensor of shape N x {in_channels} x {IMAGE_SIZE} x {IMAGE_SIZE}"
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected {expected}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected {expected}, got dtype {x.dtype} (normalise images to float first)")
+    if x.dim() != 4 or tuple(x.shape[1:]) != (in_channels, IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"expected {expected}, got shape {tuple(x.shape)}")
+
+
+class PublicSmallNet(nn.Module):
+    """A public design under 8,000 parameters (7,918), rebuilt from its published description
+    (snehanshu-raj/ERA on GitHub, assignment 6, Model 3): the yardstick for this project's small networks.
+
+    Three padded ConvBlocks of 10 channels at 28x28, a max-pool, four unpadded ConvBlocks (14 -> 12 -> 10
+    -> 8 -> 6 pixels, 16, 16, 8 and 8 channels), two 1x1 ConvBlocks (8 and 16 channels), global average
+    pooling, and a 1x1 convolution without bias to the 10 classes. Unlike `Net`, its 1x1 convolutions
+    each have their own BatchNorm and ReLU, and most of its compute is at 28x28.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ConvBlock(1, 10), ConvBlock(10, 10), ConvBlock(10, 10),  # 28x28
+            nn.MaxPool2d(kernel_size=2, stride=2),  # -> 14x14
+            ConvBlock(10, 16, padded=False), ConvBlock(16, 16, padded=False),  # -> 12x12 -> 10x10
+            ConvBlock(16, 8, padded=False), ConvBlock(8, 8, padded=False),  # -> 8x8 -> 6x6
+            ConvBlock(8, 8, kernel_size=1), ConvBlock(8, 16, kernel_size=1),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.classifier = nn.Conv2d(16, NUM_CLASSES, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch N x 1 x 28 x 28 of float images to N x 10 class logits."""
+        check_images(x)
+        return self.classifier(self.features(x)).flatten(1)
 
 
 def kaiming_init(model: nn.Module) -> nn.Module:

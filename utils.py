@@ -370,17 +370,18 @@ class History:
 
 
 SCHEDULES = ("one-cycle", "step")
+OPTIMIZERS = ("sgd", "adam")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, max_lr: float, epochs: int,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+                   steps_per_epoch: int, step_epochs: int = 10) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule, stepped once per batch.
 
     "one-cycle": warm up from max_lr / 25 to max_lr over the first 30% of the steps, then anneal to almost
     zero; OneCycleLR also drives the momentum, from 0.95 down to 0.85 while the rate climbs and back up
     while it anneals (so the optimizer's own momentum is only a starting value).
-    "step": the reference design's schedule, max_lr for 10 epochs and a tenth of it after that, with the
-    optimizer's momentum left as it is.
+    "step": the reference design's schedule, max_lr for `step_epochs` epochs (10), then a tenth of it for
+    as many, and so on, with the optimizer's momentum left as it is.
     """
     if schedule == "one-cycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
@@ -388,7 +389,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, max_lr: floa
     if schedule == "step":
         for group in optimizer.param_groups:
             group["lr"] = max_lr
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=10 * steps_per_epoch, gamma=0.1)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_epochs * steps_per_epoch, gamma=0.1)
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
@@ -410,9 +411,9 @@ def schedule_trace(schedule: str = "one-cycle", max_lr: float = 0.1, epochs: int
 def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader, epochs: int,
         max_lr: float = 0.1, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
         bn_batches: int = 40, clean_final_epochs: int = 2, schedule: str = "one-cycle",
-        verbose: bool = True) -> History:
-    """Train with SGD (Nesterov momentum) under a learning-rate schedule (`make_scheduler`), testing after
-    every epoch; returns the History.
+        optimizer: str = "sgd", step_epochs: int = 10, verbose: bool = True) -> History:
+    """Train with SGD (Nesterov momentum), or Adam if `optimizer="adam"`, under a learning-rate schedule
+    (`make_scheduler`), testing after every epoch; returns the History.
 
     Before each test, BatchNorm's statistics are recomputed from `bn_batches` batches of unaugmented
     training digits (0 keeps the running averages), so that the test scores the current weights.
@@ -424,25 +425,30 @@ def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader,
     if clean_final_epochs < 0 or bn_batches < 0:
         raise ValueError(f"clean_final_epochs and bn_batches cannot be negative, got {clean_final_epochs} "
                          f"and {bn_batches}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     device = next(model.parameters()).device
-    optimizer = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, nesterov=True,
-                                weight_decay=weight_decay)
-    scheduler = make_scheduler(optimizer, schedule, max_lr, epochs, len(train_loader))
+    config = dict(epochs=epochs, max_lr=max_lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                  batch_size=train_loader.batch_size, bn_batches=bn_batches,
+                  clean_final_epochs=clean_final_epochs, schedule=schedule, optimizer=optimizer,
+                  step_epochs=step_epochs)
+    if optimizer == "adam":
+        weight_updates = torch.optim.Adam(model.parameters(), lr=max_lr, weight_decay=weight_decay)
+    else:
+        weight_updates = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, nesterov=True,
+                                         weight_decay=weight_decay)
+    scheduler = make_scheduler(weight_updates, schedule, max_lr, epochs, len(train_loader), step_epochs)
     # BatchNorm's statistics come from the training digits in storage order, unaugmented: drawing no
     # random numbers, they leave the training run exactly as it would be without them.
     statistics_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
                                      channels_last=train_loader.channels_last)
     clean_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
                                 shuffle=True, channels_last=train_loader.channels_last)
-    history = History(parameters=count_parameters(model), device=device_name(device),
-                      config=dict(epochs=epochs, max_lr=max_lr, weight_decay=weight_decay,
-                                  label_smoothing=label_smoothing, batch_size=train_loader.batch_size,
-                                  bn_batches=bn_batches, clean_final_epochs=clean_final_epochs,
-                                  schedule=schedule))
+    history = History(parameters=count_parameters(model), device=device_name(device), config=config)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loader = clean_loader if epoch > epochs - clean_final_epochs else train_loader
-        train_loss, train_acc = train(model, loader, optimizer, scheduler, label_smoothing,
+        train_loss, train_acc = train(model, loader, weight_updates, scheduler, label_smoothing,
                                       desc=f"epoch {epoch}/{epochs}")
         recompute_batchnorm_statistics(model, statistics_loader, bn_batches)
         test_loss, test_acc = test(model, test_loader)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from model import (ConvBlock, MaxPoolingBlock, Net, browser_weights, count_parameters, folded_layers, kaiming_init,
-                   net_from_browser_weights, receptive_fields, stage_widths)
+from model import (ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, browser_weights, count_parameters, folded_layers,
+                   kaiming_init, net_from_browser_weights, receptive_fields, stage_widths)
 
 
 def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
@@ -23,6 +23,24 @@ def test_net_without_batch_norm_has_none_and_gives_its_convolutions_a_bias():
     assert all(block[0].bias is not None for block in plain.features if isinstance(block, ConvBlock))
     assert all(block[0].bias is None for block in Net().features if isinstance(block, ConvBlock))
     assert plain(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_conv_block_unpadded_trims_a_pixel_per_side_and_1x1_keeps_the_size():
+    assert ConvBlock(3, 5, padded=False)(torch.randn(2, 3, 14, 14)).shape == (2, 5, 12, 12)
+    pointwise = ConvBlock(3, 5, kernel_size=1)
+    assert pointwise[0].kernel_size == (1, 1) and pointwise(torch.randn(2, 3, 6, 6)).shape == (2, 5, 6, 6)
+    with pytest.raises(ValueError, match="kernel_size must be 1 or 3"):
+        ConvBlock(3, 5, kernel_size=5)
+
+
+def test_public_small_net_has_its_published_size_and_shapes():
+    net = PublicSmallNet()
+    assert count_parameters(net) == 7_918  # as published
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # 28 -> 14 after the pool, then four unpadded blocks: 12, 10, 8, 6.
+    assert net.features[:-3](torch.randn(1, 1, 28, 28)).shape == (1, 8, 6, 6)
+    with pytest.raises(ValueError, match="N x 1 x 28 x 28"):
+        net(torch.randn(2, 28, 28))
 
 
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])

@@ -465,6 +465,32 @@ def test_fit_trains_under_the_step_schedule_too():
     assert history.config["schedule"] == "step" and history.epochs == 1
 
 
+def test_step_schedule_cuts_the_rate_every_step_epochs():
+    weight = torch.nn.Parameter(torch.zeros(1))
+    adam = torch.optim.Adam([weight], lr=1.0)
+    scheduler = utils.make_scheduler(adam, "step", max_lr=0.005, epochs=15, steps_per_epoch=4, step_epochs=8)
+    rates = []
+    for _ in range(15 * 4):
+        rates.append(adam.param_groups[0]["lr"])
+        adam.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.005) and rates[8 * 4 - 1] == pytest.approx(0.005)
+    assert rates[8 * 4] == pytest.approx(0.0005) and rates[-1] == pytest.approx(0.0005)
+
+
+def test_fit_trains_with_adam_and_records_how():
+    images, labels = synthetic_digits(128)
+    loader = TensorLoader(images, labels, 32, shuffle=True)
+    model = Net(n_channels=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    history = fit(model, loader, TensorLoader(images, labels, 64), epochs=2, max_lr=0.005, weight_decay=0.0,
+                  schedule="step", step_epochs=1, optimizer="adam", bn_batches=0, verbose=False)
+    assert history.config["optimizer"] == "adam" and history.config["step_epochs"] == 1
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        fit(Net(n_channels=4), loader, loader, epochs=1, optimizer="rmsprop", verbose=False)
+
+
 def ledger_record(candidate, fold, acc, **extra):
     return dict(candidate=candidate, fold=fold, val_acc=acc, **extra)
 
