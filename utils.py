@@ -26,6 +26,9 @@ from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, count_parameters
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
+# At most one progress-bar update a second: in a notebook each update is a message to the page, and the
+# thousands a long training cell would send otherwise make `pytest --nbval` time out waiting for output.
+PROGRESS_SECONDS = 1.0
 # Beside a checkout of this project, the offline machines keep a copy of MNIST here.
 SHARED_MNIST = Path(__file__).resolve().parent.parent / "shared" / "mnist"
 
@@ -218,8 +221,7 @@ def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.op
     model.train()
     # Sums stay on the device: reading them back each step (.item()) would stall a GPU every batch.
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, leave=False)
-    for images, labels in bar:
+    for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -295,7 +297,7 @@ def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") 
     """Evaluate without gradients; returns (mean loss, accuracy in %)."""
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
-    for images, labels in tqdm(loader, desc=desc, leave=False):
+    for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
         logits = model(images)
         loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
         correct = correct + (logits.argmax(1) == labels).sum()
