@@ -32,7 +32,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from model import ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, count_parameters, kaiming_init  # noqa: E402
-from utils import (Augmentation, TensorLoader, fit, mnist_tensors, paired_gain,  # noqa: E402
+from utils import (Augmentation, History, TensorLoader, fit, mnist_tensors, paired_gain,  # noqa: E402
                    recompute_batchnorm_statistics, seed_everything, test)
 
 FOLDS, FOLD_SEED, EPOCHS = 6, 0, 15
@@ -193,6 +193,22 @@ def folds() -> list[torch.Tensor]:
     return list(order.chunk(FOLDS))
 
 
+def train_candidate(name: str, train_images: torch.Tensor, train_labels: torch.Tensor,
+                    eval_images: torch.Tensor, eval_labels: torch.Tensor,
+                    seed: int) -> tuple[nn.Module, History, TensorLoader]:
+    """Train candidate `name` with this seed on the given images (on the CPU, in channels-last layout),
+    scoring it on the evaluation images after every epoch; returns the model, its history and its loader."""
+    candidate = CANDIDATES[name]
+    seed_everything(seed)
+    train_loader = TensorLoader(train_images, train_labels, candidate.batch_size, shuffle=True,
+                                augmentation=candidate.augmentation, channels_last=True)
+    eval_loader = TensorLoader(eval_images, eval_labels, 1000, channels_last=True)
+    model = train_loader.prepare(candidate.build(**candidate.net_args))
+    history = fit(model, train_loader, eval_loader, candidate.epochs, **{**BASE_FIT_ARGS, **candidate.fit_args},
+                  verbose=False)
+    return model, history, train_loader
+
+
 def run_fold(name: str, fold: int) -> dict:
     """Train candidate `name` on every fold but `fold`, score it on `fold`; returns the ledger record."""
     torch.set_num_threads(1)
@@ -201,13 +217,9 @@ def run_fold(name: str, fold: int) -> dict:
     held_out = folds()[fold]
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[held_out] = False
-    seed_everything(fold + 1)
-    train_loader = TensorLoader(images[keep], labels[keep], candidate.batch_size, shuffle=True,
-                                augmentation=candidate.augmentation, channels_last=True)
+    model, history, train_loader = train_candidate(name, images[keep], labels[keep], images[held_out],
+                                                   labels[held_out], seed=fold + 1)
     val_loader = TensorLoader(images[held_out], labels[held_out], 1000, channels_last=True)
-    model = train_loader.prepare(candidate.build(**candidate.net_args))
-    history = fit(model, train_loader, val_loader, candidate.epochs, **{**BASE_FIT_ARGS, **candidate.fit_args},
-                  verbose=False)
     # Accuracy on the model's own (unaugmented) training images, scored like the validation fold: the
     # gap between the two is what augmentation and Dropout act on.
     plain = TensorLoader(train_loader.images, train_loader.labels, 1000, channels_last=True)

@@ -17,6 +17,11 @@ sweep a matter of minutes.
 trains the reference recipe instead (speed.py's `run_reference`: its network, its per-image loader with
 two worker processes, its step schedule) on `--device` (on the CPU, one thread each), and adds its runs to
 results.json.
+
+    python benchmarks/seeds.py --candidate public-8k --seeds 1 2 3 4 5 --processes 2
+trains a candidate of the cross-validation ledger (`crossval.py --list`) with its own recipe on all
+60,000 training images, one thread each, and adds its last-epoch test accuracy for each seed to
+results.json: how a recipe chosen on the folds does on the test set.
 Every mode replaces only the records it re-ran: those of other recipes, seeds or widths are kept.
 """
 from __future__ import annotations
@@ -45,10 +50,11 @@ from nbclient import NotebookClient  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
-from model import Net  # noqa: E402
+from model import Net, count_parameters  # noqa: E402
+from crossval import CANDIDATES, train_candidate  # noqa: E402
 from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, REFERENCE_TRAINING, run_reference  # noqa: E402
 from utils import (MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, device_name, fit,  # noqa: E402
-                   seed_everything)
+                   mnist_tensors, seed_everything)
 
 
 NOTEBOOK = ROOT / "S6.ipynb"
@@ -156,6 +162,22 @@ def reference_run(job: tuple[int, int, str]) -> dict:
                 seconds_per_epoch=statistics.mean(seconds))
 
 
+def candidate_run(job: tuple[str, int]) -> dict:
+    """Train cross-validation candidate `name` with this seed on all 60,000 training images (CPU, one
+    thread) and test it; returns its record for results.json."""
+    name, seed = job
+    torch.set_num_threads(1)
+    candidate = CANDIDATES[name]
+    train_images, train_labels = mnist_tensors(train=True)
+    test_images, test_labels = mnist_tensors(train=False)
+    model, history, _ = train_candidate(name, train_images, train_labels, test_images, test_labels, seed)
+    config = {**history.config, "recipe": name, "description": candidate.description,
+              "augmentation": vars(candidate.augmentation), "seed": seed}
+    return dict(config=config, parameters=count_parameters(model), seed=seed, epochs=candidate.epochs,
+                last_test_acc=history.test_acc[-1], test_acc_per_epoch=history.test_acc,
+                device=history.device, seconds_per_epoch=statistics.mean(history.epoch_seconds))
+
+
 def record_key(record: dict) -> tuple:
     """What makes two results.json records the same run: the recipe, the width, the seed and the epochs."""
     return record["config"].get("recipe", "project"), record.get("width"), record["seed"], record["epochs"]
@@ -226,6 +248,8 @@ def main() -> None:
                         help="call the notebook's training directly instead of executing the notebook")
     parser.add_argument("--reference", action="store_true",
                         help="train the reference recipe instead of the notebook's")
+    parser.add_argument("--candidate", help="train this cross-validation candidate on all training images "
+                                            "and test it, instead of the notebook's recipe")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="with --direct or --reference: where the runs train "
                              "(default: cuda if there is a GPU)")
@@ -237,11 +261,22 @@ def main() -> None:
         jobs = [(seed, args.epochs, args.device) for seed in args.seeds]
         # Not a multiprocessing.Pool: its daemonic workers may not start the loader's worker processes.
         with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            records = list(pool.map(reference_run, jobs))
-        for record in records:
-            print(f"reference seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch {record['epochs']} "
-                  f"({record['seconds_per_epoch']:.0f} s per epoch)")
-        add_to_results(args.out / "results.json", records)
+            # Each run is stored as soon as it ends, so that an interrupted sweep keeps what it finished.
+            for record in pool.map(reference_run, jobs):
+                print(f"reference seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
+                      f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
+                add_to_results(args.out / "results.json", [record])
+        return
+    if args.candidate:
+        if args.candidate not in CANDIDATES:
+            parser.error(f"unknown candidate {args.candidate!r}; choose from {list(CANDIDATES)}")
+        os.environ["TQDM_DISABLE"] = "1"  # inherited by the workers: their progress bars would clutter the log
+        jobs = [(args.candidate, seed) for seed in args.seeds]
+        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            for record in pool.imap(candidate_run, jobs):
+                print(f"{args.candidate} seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
+                      f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
+                add_to_results(args.out / "results.json", [record])
         return
     if args.direct:
         defaults = notebook_defaults()

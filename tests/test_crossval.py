@@ -81,3 +81,21 @@ def test_every_ablation_starts_from_the_recipe_and_is_compared_with_it():
     ablations = [c for c in crossval.CANDIDATES.values() if c.baseline == "clean-2"]
     assert len(ablations) >= 10
     assert all(c.fit_args["clean_final_epochs"] >= 2 for c in ablations)
+
+
+def test_train_candidate_follows_the_candidates_recipe_and_repeats_with_the_same_seed(monkeypatch):
+    import dataclasses
+
+    import torch
+
+    one_epoch = dataclasses.replace(crossval.CANDIDATES["public-8k"], epochs=1)
+    monkeypatch.setitem(crossval.CANDIDATES, "public-8k", one_epoch)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (192, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (192,), generator=generator)
+    runs = [crossval.train_candidate("public-8k", images[:128], labels[:128], images[128:], labels[128:], seed=3)
+            for _ in range(2)]
+    (model, history, loader), (_, again, _) = runs
+    assert isinstance(model, crossval.PublicSmallNet) and loader.batch_size == 64
+    assert history.config["optimizer"] == "adam" and history.config["max_lr"] == 0.005
+    assert len(history.test_acc) == 1 and history.train_loss == again.train_loss
