@@ -184,6 +184,10 @@ CANDIDATES = {
                            augmentation=Augmentation(max_degrees=7.0, max_shift=0.0, max_zoom=0.0),
                            fit_args=dict(optimizer="adam", max_lr=0.005, weight_decay=0.0, schedule="step",
                                          step_epochs=8, bn_batches=0)),
+    "public-8k-project-training": Candidate("the same 7,918-parameter design trained with this project's recipe: "
+                                            "SGD with one-cycle to 0.1, batches of 256, rotation, shift and zoom, "
+                                            "the last 2 epochs clean, BatchNorm statistics recomputed",
+                                            build=PublicSmallNet, baseline="public-8k", fit_args=RECIPE_FIT_ARGS),
 }
 
 
