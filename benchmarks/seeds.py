@@ -37,6 +37,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Iterable
 
 import matplotlib
 
@@ -195,6 +196,15 @@ def add_to_results(path: Path, records: list[dict]) -> None:
     path.write_text(json.dumps(merge_records(old, records), indent=1))
 
 
+def store_as_they_end(records: Iterable[dict], path: Path) -> None:
+    """Report each run and add it to the results file at `path` as soon as it ends, so that an interrupted
+    sweep keeps what it finished."""
+    for record in records:
+        print(f"{record['config']['recipe']} seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
+              f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
+        add_to_results(path, [record])
+
+
 def direct_run(job: tuple[int, int, int, str, dict]) -> History:
     """Train the notebook's recipe without the notebook: its default parameters (`defaults`, read once by
     the caller), with this width and seed, on `device`, seeded as the notebook's training cell is; returns
@@ -261,11 +271,7 @@ def main() -> None:
         jobs = [(seed, args.epochs, args.device) for seed in args.seeds]
         # Not a multiprocessing.Pool: its daemonic workers may not start the loader's worker processes.
         with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            # Each run is stored as soon as it ends, so that an interrupted sweep keeps what it finished.
-            for record in pool.map(reference_run, jobs):
-                print(f"reference seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
-                      f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
-                add_to_results(args.out / "results.json", [record])
+            store_as_they_end(pool.map(reference_run, jobs), args.out / "results.json")
         return
     if args.candidate:
         if args.candidate not in CANDIDATES:
@@ -273,10 +279,7 @@ def main() -> None:
         os.environ["TQDM_DISABLE"] = "1"  # inherited by the workers: their progress bars would clutter the log
         jobs = [(args.candidate, seed) for seed in args.seeds]
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            for record in pool.imap(candidate_run, jobs):
-                print(f"{args.candidate} seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
-                      f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
-                add_to_results(args.out / "results.json", [record])
+            store_as_they_end(pool.imap(candidate_run, jobs), args.out / "results.json")
         return
     if args.direct:
         defaults = notebook_defaults()

@@ -27,3 +27,19 @@ def test_add_to_results_keeps_what_it_does_not_rerun(tmp_path):
     seeds.add_to_results(path, [record(1, 99.4, recipe="reference", width=None, epochs=19), record(1, 99.6)])
     assert [(r["config"].get("recipe"), r["last_test_acc"]) for r in json.loads(path.read_text())] == [
         ("reference", 99.4), (None, 99.6)]
+
+
+def test_store_as_they_end_keeps_every_run_that_ended_before_an_interruption(tmp_path, capsys):
+    path = tmp_path / "results.json"
+
+    def runs_then_interrupted():
+        for seed in (1, 2):
+            yield dict(record(seed, 99.5 + seed / 100, recipe="reference", width=None), seconds_per_epoch=30.0)
+        raise KeyboardInterrupt
+
+    try:
+        seeds.store_as_they_end(runs_then_interrupted(), path)
+    except KeyboardInterrupt:
+        pass
+    assert [r["seed"] for r in json.loads(path.read_text())] == [1, 2]
+    assert "reference seed 2: 99.52% at epoch 15" in capsys.readouterr().out
