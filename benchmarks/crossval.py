@@ -189,7 +189,7 @@ CANDIDATES = {
                                             "the last 2 epochs clean, BatchNorm statistics recomputed",
                                             build=PublicSmallNet, baseline="public-8k", fit_args=RECIPE_FIT_ARGS),
     "width-5-recipe": Candidate("this project's Net narrowed to n_channels=5 (7,390 parameters) with the notebook's "
-                                "recipe, against the public design", net_args=dict(n_channels=5),
+                                "recipe", net_args=dict(n_channels=5),
                                 fit_args=RECIPE_FIT_ARGS, baseline="public-8k"),
 }
 

@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import seeds  # noqa: E402
 
@@ -37,9 +39,7 @@ def test_store_as_they_end_keeps_every_run_that_ended_before_an_interruption(tmp
             yield dict(record(seed, 99.5 + seed / 100, recipe="reference", width=None), seconds_per_epoch=30.0)
         raise KeyboardInterrupt
 
-    try:
+    with pytest.raises(KeyboardInterrupt):
         seeds.store_as_they_end(runs_then_interrupted(), path)
-    except KeyboardInterrupt:
-        pass
     assert [r["seed"] for r in json.loads(path.read_text())] == [1, 2]
     assert "reference seed 2: 99.52% at epoch 15" in capsys.readouterr().out
