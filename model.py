@@ -134,6 +134,24 @@ class PublicSmallNet(nn.Module):
         return self.classifier(self.features(x)).flatten(1)
 
 
+ARCHITECTURES = ("Net", "PublicSmallNet")
+
+
+def build_network(architecture: str = "Net", n_channels: int = 8, dropout: float = 0.0) -> nn.Module:
+    """The network a notebook run trains: `Net(n_channels, dropout)`, or `PublicSmallNet()`.
+
+    `PublicSmallNet` has one fixed width, so `n_channels` does not apply to it, and no Dropout: a `dropout`
+    other than 0 with it raises a ValueError rather than being ignored.
+    """
+    if architecture == "Net":
+        return Net(n_channels=n_channels, dropout=dropout)
+    if architecture == "PublicSmallNet":
+        if dropout:
+            raise ValueError(f"PublicSmallNet has no Dropout: expected dropout 0, got {dropout!r}")
+        return PublicSmallNet()
+    raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+
+
 def kaiming_init(model: nn.Module) -> nn.Module:
     """Give every convolution and linear layer He (Kaiming) normal weights and zero biases; returns the model.
 

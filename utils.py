@@ -516,6 +516,22 @@ def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list
     return rows
 
 
+def seed_table(records: list[dict], recipes: dict[str, str], epochs: int) -> str:
+    """Last-epoch test accuracy per seed of each recipe (results.json name -> label) trained for `epochs`,
+    from the records that `benchmarks/seeds.py` writes, with the median and the lowest, as plain text."""
+    lines = [f"{'recipe':40} {'parameters':>10}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
+    for name, label in recipes.items():
+        runs = sorted((r for r in records if r["config"].get("recipe", "project") == name and r["epochs"] == epochs),
+                      key=lambda r: r["seed"])
+        if not runs:
+            raise ValueError(f"results.json has no {epochs}-epoch run of {name!r}")
+        accuracies = [r["last_test_acc"] for r in runs]
+        per_seed = " ".join(f"{a:.2f}" for a in accuracies)
+        lines.append(f"{label:40} {runs[0]['parameters']:>10,}  {per_seed:<34} "
+                     f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
+    return "\n".join(lines)
+
+
 def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epochs: int) -> Figure:
     """Validation accuracy per epoch of two sets of ledger runs that share their weights for the first
     `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a fold."""

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from model import (ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, browser_weights, count_parameters, folded_layers,
-                   kaiming_init, net_from_browser_weights, receptive_fields, stage_widths)
+from model import (ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, browser_weights, build_network, count_parameters,
+                   folded_layers, kaiming_init, net_from_browser_weights, receptive_fields, stage_widths)
 
 
 def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
@@ -173,3 +173,12 @@ def test_a_browser_weight_file_that_does_not_describe_a_net_is_refused():
         net_from_browser_weights(dict(weights, n_channels=5, layers=weights["layers"]))
     with pytest.raises(ValueError, match="are not those of Net"):
         net_from_browser_weights(dict(weights, layers=weights["layers"][1:]))
+
+
+def test_build_network_gives_the_named_architecture_and_refuses_what_it_cannot_honour():
+    assert count_parameters(build_network("Net", n_channels=5)) == count_parameters(Net(n_channels=5))
+    assert isinstance(build_network("PublicSmallNet"), PublicSmallNet)
+    with pytest.raises(ValueError, match="no Dropout"):
+        build_network("PublicSmallNet", dropout=0.1)
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        build_network("ResNet")

@@ -586,3 +586,17 @@ def test_read_drawing_gives_ten_probabilities_for_a_28x28_image_only():
     assert probabilities.shape == (10,) and float(probabilities.sum()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="28x28"):
         utils.read_drawing(model, np.zeros((280, 280)))
+
+
+def test_seed_table_lists_each_recipes_seeds_in_order_with_median_and_lowest():
+    def record(recipe, seed, acc, epochs=15):
+        return dict(config=dict(recipe=recipe), parameters=7_918, seed=seed, epochs=epochs, last_test_acc=acc)
+
+    records = [record("small", 2, 99.40), record("small", 1, 99.50), record("small", 3, 99.60),
+               record("small", 1, 10.0, epochs=19)]
+    table = utils.seed_table(records, {"small": "a small recipe"}, epochs=15)
+    row = table.splitlines()[1]
+    assert row.split()[-5:] == ["99.50", "99.40", "99.60", "99.50", "99.40"]
+    assert "7,918" in row
+    with pytest.raises(ValueError, match="no 15-epoch run of 'missing'"):
+        utils.seed_table(records, {"missing": "never run"}, epochs=15)
