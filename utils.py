@@ -516,18 +516,26 @@ def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list
     return rows
 
 
-def seed_table(records: list[dict], recipes: dict[str, str], epochs: int) -> str:
-    """Last-epoch test accuracy per seed of each recipe (results.json name -> label) trained for `epochs`,
-    from the records that `benchmarks/seeds.py` writes, with the median and the lowest, as plain text."""
-    lines = [f"{'recipe':40} {'parameters':>10}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
-    for name, label in recipes.items():
-        runs = sorted((r for r in records if r["config"].get("recipe", "project") == name and r["epochs"] == epochs),
+def trained_what(config: dict) -> tuple[str, str | None]:
+    """The recipe and the network of a `benchmarks/results.json` record's config. Records that name
+    neither are the notebook's recipe ("project") on Net, as every run was before the notebook could
+    train another network; the reference's records name no network."""
+    recipe = config.get("recipe", "project")
+    return recipe, config.get("architecture", "Net" if recipe == "project" else None)
+
+
+def seed_table(records: list[dict], rows: dict[tuple[str, str], str], epochs: int) -> str:
+    """Last-epoch test accuracy per seed of each (recipe, network) in `rows` (mapped to its label) trained
+    for `epochs`, from the records that `benchmarks/seeds.py` writes, with the median and the lowest."""
+    lines = [f"{'recipe':44} {'parameters':>10}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
+    for what, label in rows.items():
+        runs = sorted((r for r in records if trained_what(r["config"]) == what and r["epochs"] == epochs),
                       key=lambda r: r["seed"])
         if not runs:
-            raise ValueError(f"results.json has no {epochs}-epoch run of {name!r}")
+            raise ValueError(f"results.json has no {epochs}-epoch run of recipe {what[0]!r} on {what[1]!r}")
         accuracies = [r["last_test_acc"] for r in runs]
         per_seed = " ".join(f"{a:.2f}" for a in accuracies)
-        lines.append(f"{label:40} {runs[0]['parameters']:>10,}  {per_seed:<34} "
+        lines.append(f"{label:44} {runs[0]['parameters']:>10,}  {per_seed:<34} "
                      f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
     return "\n".join(lines)
 

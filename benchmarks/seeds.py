@@ -51,11 +51,11 @@ from nbclient import NotebookClient  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
-from model import Net, count_parameters  # noqa: E402
+from model import ARCHITECTURES, build_network, count_parameters  # noqa: E402
 from crossval import CANDIDATES, train_candidate  # noqa: E402
 from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, REFERENCE_TRAINING, run_reference  # noqa: E402
 from utils import (MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, device_name, fit,  # noqa: E402
-                   mnist_tensors, seed_everything)
+                   mnist_tensors, seed_everything, trained_what)
 
 
 NOTEBOOK = ROOT / "S6.ipynb"
@@ -141,11 +141,16 @@ def plot_accuracy_vs_parameters(runs: dict[tuple[int, int], History]) -> Figure:
     return fig
 
 
+def history_record(history: History, width: int | None) -> dict:
+    """The plain record of one run of the notebook's training, for benchmarks/results.json."""
+    return dict(config=history.config, parameters=history.parameters, seed=history.config["seed"], width=width,
+                epochs=history.epochs, last_test_acc=history.test_acc[-1], test_acc_per_epoch=history.test_acc,
+                device=history.device, seconds_per_epoch=statistics.mean(history.epoch_seconds))
+
+
 def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
     """One plain record per run, for benchmarks/results.json."""
-    return [dict(config=h.config, parameters=h.parameters, seed=seed, width=width, epochs=h.epochs,
-                 last_test_acc=h.test_acc[-1], device=h.device, seconds_per_epoch=statistics.mean(h.epoch_seconds))
-            for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
+    return [history_record(h, width) for (width, _), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
 
 
 def reference_run(job: tuple[int, int, str]) -> dict:
@@ -172,7 +177,8 @@ def candidate_run(job: tuple[str, int]) -> dict:
     train_images, train_labels = mnist_tensors(train=True)
     test_images, test_labels = mnist_tensors(train=False)
     model, history, _ = train_candidate(name, train_images, train_labels, test_images, test_labels, seed)
-    config = {**history.config, "recipe": name, "description": candidate.description,
+    config = {**history.config, "recipe": name, "architecture": candidate.build.__name__,
+              "description": candidate.description,
               "augmentation": vars(candidate.augmentation), "seed": seed}
     return dict(config=config, parameters=count_parameters(model), seed=seed, epochs=candidate.epochs,
                 last_test_acc=history.test_acc[-1], test_acc_per_epoch=history.test_acc,
@@ -180,8 +186,9 @@ def candidate_run(job: tuple[str, int]) -> dict:
 
 
 def record_key(record: dict) -> tuple:
-    """What makes two results.json records the same run: the recipe, the width, the seed and the epochs."""
-    return record["config"].get("recipe", "project"), record.get("width"), record["seed"], record["epochs"]
+    """What makes two results.json records the same run: the recipe, the network, its width, the seed and
+    the epochs."""
+    return *trained_what(record["config"]), record.get("width"), record["seed"], record["epochs"]
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
@@ -200,16 +207,17 @@ def store_as_they_end(records: Iterable[dict], path: Path) -> None:
     """Report each run and add it to the results file at `path` as soon as it ends, so that an interrupted
     sweep keeps what it finished."""
     for record in records:
-        print(f"{record['config']['recipe']} seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
+        recipe, network = trained_what(record["config"])
+        print(f"{recipe}{f' on {network}' if network else ''} seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
               f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
         add_to_results(path, [record])
 
 
-def direct_run(job: tuple[int, int, int, str, dict]) -> History:
+def direct_run(job: tuple[str, int, int, int, str, dict]) -> History:
     """Train the notebook's recipe without the notebook: its default parameters (`defaults`, read once by
-    the caller), with this width and seed, on `device`, seeded as the notebook's training cell is; returns
-    the history."""
-    width, seed, epochs, device_name, defaults = job
+    the caller), with this network (ARCHITECTURE), width and seed, on `device`, seeded as the notebook's
+    training cell is; returns the history."""
+    architecture, width, seed, epochs, device_name, defaults = job
     device = torch.device(device_name)
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -217,10 +225,11 @@ def direct_run(job: tuple[int, int, int, str, dict]) -> History:
     train_loader = TensorLoader.mnist(True, device, defaults["BATCH_SIZE"], augmentation=Augmentation())
     test_loader = TensorLoader.mnist(False, device, batch_size=1000)
     seed_everything(seed)
-    model = train_loader.prepare(Net(n_channels=width, dropout=defaults["DROPOUT"]))
+    model = train_loader.prepare(build_network(architecture, width, defaults["DROPOUT"]))
     history = fit(model, train_loader, test_loader, epochs, max_lr=defaults["MAX_LR"],
                   clean_final_epochs=defaults["CLEAN_FINAL_EPOCHS"], schedule=defaults["SCHEDULE"], verbose=False)
-    history.config.update(seed=seed, n_channels=width, dropout=defaults["DROPOUT"], direct=True)
+    history.config.update(seed=seed, architecture=architecture, n_channels=width, dropout=defaults["DROPOUT"],
+                          direct=True)
     return history
 
 
@@ -256,6 +265,10 @@ def main() -> None:
                         help="notebooks run at once; with more than one, each runs on one thread")
     parser.add_argument("--direct", action="store_true",
                         help="call the notebook's training directly instead of executing the notebook")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="Net",
+                        help="with --direct: the network to train (the notebook's ARCHITECTURE); another than "
+                             "Net ignores --widths and only adds its runs to results.json, since the sweep's "
+                             "table and plot are drawn per width of Net")
     parser.add_argument("--reference", action="store_true",
                         help="train the reference recipe instead of the notebook's")
     parser.add_argument("--candidate", help="train this cross-validation candidate on all training images "
@@ -281,13 +294,19 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
             store_as_they_end(pool.imap(candidate_run, jobs), args.out / "results.json")
         return
+    if args.direct and args.architecture != "Net":
+        jobs = [(args.architecture, None, seed, args.epochs, args.device, notebook_defaults()) for seed in args.seeds]
+        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            records = (history_record(history, None) for history in pool.imap(direct_run, jobs))
+            store_as_they_end(records, args.out / "results.json")
+        return
     if args.direct:
         defaults = notebook_defaults()
-        jobs = [(width, seed, args.epochs, args.device, defaults) for index, width in enumerate(args.widths)
+        jobs = [("Net", width, seed, args.epochs, args.device, defaults) for index, width in enumerate(args.widths)
                 for seed in (args.seeds if index == 0 else args.small_seeds)]
         start = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            runs = {(width, seed): history for (width, seed, *_), history in zip(jobs, pool.imap(direct_run, jobs))}
+            runs = {(width, seed): history for (_, width, seed, *_), history in zip(jobs, pool.imap(direct_run, jobs))}
         write_results(runs, args.out, (time.perf_counter() - start) / 60)
         return
 

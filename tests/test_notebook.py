@@ -23,18 +23,18 @@ def test_setup_cell_without_helpers_and_with_the_placeholder_says_both_ways_forw
     with pytest.raises(FileNotFoundError) as error:
         exec(setup_cell(cells), {})
     message = str(error.value)
-    assert "model.py, utils.py, benchmarks/ledger.json not found" in message
+    assert "model.py, utils.py, benchmarks/ledger.json, benchmarks/results.json not found" in message
     assert "REPOSITORY" in message and "Files pane" in message
 
 
 def test_setup_cell_fetches_nothing_when_the_helpers_are_there(cells, tmp_path, monkeypatch):
     (tmp_path / "benchmarks").mkdir()
-    for name in ("model.py", "utils.py", "benchmarks/ledger.json"):
+    for name in ("model.py", "utils.py", "benchmarks/ledger.json", "benchmarks/results.json"):
         shutil.copy(NOTEBOOK.parent / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     exec(setup_cell(cells), {})  # the placeholder is harmless: nothing is missing, nothing is fetched
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
-        "benchmarks", "benchmarks/ledger.json", "model.py", "utils.py"]
+        "benchmarks", "benchmarks/ledger.json", "benchmarks/results.json", "model.py", "utils.py"]
 
 
 def test_stored_notebook_keeps_no_widget_state(cells):

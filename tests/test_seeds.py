@@ -20,7 +20,15 @@ def test_merge_records_replaces_only_the_runs_it_reran():
     merged = seeds.merge_records(old, new)
     assert [(r["seed"], r["last_test_acc"]) for r in merged] == [(1, 99.5), (1, 99.4), (2, 99.7), (3, 99.55)]
     # The reference's seed 1 is another run than the project's seed 1, and survives a project sweep.
-    assert seeds.record_key(merged[1]) == ("reference", None, 1, 19)
+    assert seeds.record_key(merged[1]) == ("reference", None, None, 1, 19)
+
+
+def test_the_notebooks_recipe_on_another_network_is_another_run():
+    net_run = record(1, 99.5)
+    other_network = dict(record(1, 99.45, width=None), config={"architecture": "PublicSmallNet"})
+    merged = seeds.merge_records([net_run], [other_network])
+    assert [seeds.record_key(r) for r in merged] == [("project", "Net", 8, 1, 15),
+                                                      ("project", "PublicSmallNet", None, 1, 15)]
 
 
 def test_add_to_results_keeps_what_it_does_not_rerun(tmp_path):
@@ -43,3 +51,13 @@ def test_store_as_they_end_keeps_every_run_that_ended_before_an_interruption(tmp
         seeds.store_as_they_end(runs_then_interrupted(), path)
     assert [r["seed"] for r in json.loads(path.read_text())] == [1, 2]
     assert "reference seed 2: 99.52% at epoch 15" in capsys.readouterr().out
+
+
+def test_history_record_keeps_the_seed_network_and_every_epochs_accuracy():
+    history = seeds.History(parameters=7_918, device="CPU", config={"seed": 3, "architecture": "PublicSmallNet"})
+    history.record(0.5, 90.0, 0.2, 98.0, 10.0)
+    history.record(0.1, 99.0, 0.02, 99.5, 12.0)
+    record = seeds.history_record(history, None)
+    assert seeds.record_key(record) == ("project", "PublicSmallNet", None, 3, 2)
+    assert record["last_test_acc"] == 99.5 and record["test_acc_per_epoch"] == [98.0, 99.5]
+    assert record["seconds_per_epoch"] == 11.0

@@ -589,14 +589,27 @@ def test_read_drawing_gives_ten_probabilities_for_a_28x28_image_only():
 
 
 def test_seed_table_lists_each_recipes_seeds_in_order_with_median_and_lowest():
-    def record(recipe, seed, acc, epochs=15):
-        return dict(config=dict(recipe=recipe), parameters=7_918, seed=seed, epochs=epochs, last_test_acc=acc)
+    def record(recipe, seed, acc, epochs=15, **config):
+        return dict(config=dict(recipe=recipe, **config), parameters=7_918, seed=seed, epochs=epochs,
+                    last_test_acc=acc)
 
     records = [record("small", 2, 99.40), record("small", 1, 99.50), record("small", 3, 99.60),
-               record("small", 1, 10.0, epochs=19)]
-    table = utils.seed_table(records, {"small": "a small recipe"}, epochs=15)
-    row = table.splitlines()[1]
-    assert row.split()[-5:] == ["99.50", "99.40", "99.60", "99.50", "99.40"]
-    assert "7,918" in row
-    with pytest.raises(ValueError, match="no 15-epoch run of 'missing'"):
-        utils.seed_table(records, {"missing": "never run"}, epochs=15)
+               record("small", 1, 10.0, epochs=19), record("project", 1, 20.0),
+               record("project", 1, 99.45, architecture="PublicSmallNet")]
+    table = utils.seed_table(records, {("small", None): "a small recipe",
+                                       ("project", "PublicSmallNet"): "ours on theirs"}, epochs=15)
+    small, ours = table.splitlines()[1:]
+    assert small.split()[-5:] == ["99.50", "99.40", "99.60", "99.50", "99.40"]
+    assert "7,918" in small
+    # The unnamed project record is Net's, not PublicSmallNet's.
+    assert ours.split()[-3:] == ["99.45", "99.45", "99.45"]
+    with pytest.raises(ValueError, match="no 15-epoch run of recipe 'missing' on None"):
+        utils.seed_table(records, {("missing", None): "never run"}, epochs=15)
+
+
+def test_trained_what_reads_unnamed_records_as_the_notebooks_recipe_on_net():
+    assert utils.trained_what({}) == ("project", "Net")
+    assert utils.trained_what({"architecture": "PublicSmallNet"}) == ("project", "PublicSmallNet")
+    assert utils.trained_what({"recipe": "reference"}) == ("reference", None)
+    assert utils.trained_what({"recipe": "public-8k", "architecture": "PublicSmallNet"}) == (
+        "public-8k", "PublicSmallNet")
