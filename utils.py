@@ -527,7 +527,7 @@ def trained_what(config: dict) -> tuple[str, str | None]:
 def seed_table(records: list[dict], rows: dict[tuple[str, str], str], epochs: int) -> str:
     """Last-epoch test accuracy per seed of each (recipe, network) in `rows` (mapped to its label) trained
     for `epochs`, from the records that `benchmarks/seeds.py` writes, with the median and the lowest."""
-    lines = [f"{'recipe':44} {'parameters':>10}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
+    lines = [f"{'recipe':44} {'parameters':>10} {'seeds':>9}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
     for what, label in rows.items():
         runs = sorted((r for r in records if trained_what(r["config"]) == what and r["epochs"] == epochs),
                       key=lambda r: r["seed"])
@@ -535,7 +535,8 @@ def seed_table(records: list[dict], rows: dict[tuple[str, str], str], epochs: in
             raise ValueError(f"results.json has no {epochs}-epoch run of recipe {what[0]!r} on {what[1]!r}")
         accuracies = [r["last_test_acc"] for r in runs]
         per_seed = " ".join(f"{a:.2f}" for a in accuracies)
-        lines.append(f"{label:44} {runs[0]['parameters']:>10,}  {per_seed:<34} "
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        lines.append(f"{label:44} {runs[0]['parameters']:>10,} {seeds:>9}  {per_seed:<34} "
                      f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
     return "\n".join(lines)
 

@@ -600,7 +600,7 @@ def test_seed_table_lists_each_recipes_seeds_in_order_with_median_and_lowest():
                                        ("project", "PublicSmallNet"): "ours on theirs"}, epochs=15)
     small, ours = table.splitlines()[1:]
     assert small.split()[-5:] == ["99.50", "99.40", "99.60", "99.50", "99.40"]
-    assert "7,918" in small
+    assert "7,918" in small and " 1,2,3 " in small
     # The unnamed project record is Net's, not PublicSmallNet's.
     assert ours.split()[-3:] == ["99.45", "99.45", "99.45"]
     with pytest.raises(ValueError, match="no 15-epoch run of recipe 'missing' on None"):
