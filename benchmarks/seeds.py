@@ -295,7 +295,8 @@ def main() -> None:
             store_as_they_end(pool.imap(candidate_run, jobs), args.out / "results.json")
         return
     if args.direct and args.architecture != "Net":
-        jobs = [(args.architecture, None, seed, args.epochs, args.device, notebook_defaults()) for seed in args.seeds]
+        defaults = notebook_defaults()
+        jobs = [(args.architecture, None, seed, args.epochs, args.device, defaults) for seed in args.seeds]
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
             records = (history_record(history, None) for history in pool.imap(direct_run, jobs))
             store_as_they_end(records, args.out / "results.json")
