@@ -188,6 +188,9 @@ CANDIDATES = {
                                             "SGD with one-cycle to 0.1, batches of 256, rotation, shift and zoom, "
                                             "the last 2 epochs clean, BatchNorm statistics recomputed",
                                             build=PublicSmallNet, baseline="public-8k", fit_args=RECIPE_FIT_ARGS),
+    "public-8k-batch-128": Candidate("the same design and this project's recipe with batches of 128 instead of 256: "
+                                     "twice the steps in the same 15 epochs", build=PublicSmallNet, batch_size=128,
+                                     baseline="public-8k-project-training", fit_args=RECIPE_FIT_ARGS),
     "width-5-recipe": Candidate("this project's Net narrowed to n_channels=5 (7,390 parameters) with the notebook's "
                                 "recipe", net_args=dict(n_channels=5),
                                 fit_args=RECIPE_FIT_ARGS, baseline="public-8k"),
