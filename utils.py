@@ -516,23 +516,26 @@ def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list
     return rows
 
 
-def trained_what(config: dict) -> tuple[str, str | None]:
-    """The recipe and the network of a `benchmarks/results.json` record's config. Records that name
-    neither are the notebook's recipe ("project") on Net, as every run was before the notebook could
-    train another network; the reference's records name no network."""
+def trained_what(config: dict) -> tuple[str, str | None, int | None]:
+    """The recipe, the network and the batch size of a `benchmarks/results.json` record's config. Records
+    that name neither recipe nor network are the notebook's recipe ("project") on Net, as every run was
+    before the notebook could train another network; the reference's records name no network. The batch
+    size tells apart runs of one recipe with the notebook's BATCH_SIZE set otherwise."""
     recipe = config.get("recipe", "project")
-    return recipe, config.get("architecture", "Net" if recipe == "project" else None)
+    return recipe, config.get("architecture", "Net" if recipe == "project" else None), config.get("batch_size")
 
 
-def seed_table(records: list[dict], rows: dict[tuple[str, str], str], epochs: int) -> str:
-    """Last-epoch test accuracy per seed of each (recipe, network) in `rows` (mapped to its label) trained
-    for `epochs`, from the records that `benchmarks/seeds.py` writes, with the median and the lowest."""
+def seed_table(records: list[dict], rows: dict[tuple[str, str | None, int | None], str], epochs: int) -> str:
+    """Last-epoch test accuracy per seed of each (recipe, network, batch size) in `rows` (mapped to its
+    label) trained for `epochs`, from the records that `benchmarks/seeds.py` writes, with the median and
+    the lowest."""
     lines = [f"{'recipe':44} {'parameters':>10} {'seeds':>9}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
     for what, label in rows.items():
         runs = sorted((r for r in records if trained_what(r["config"]) == what and r["epochs"] == epochs),
                       key=lambda r: r["seed"])
         if not runs:
-            raise ValueError(f"results.json has no {epochs}-epoch run of recipe {what[0]!r} on {what[1]!r}")
+            raise ValueError(f"results.json has no {epochs}-epoch run of recipe {what[0]!r} on {what[1]!r} "
+                             f"with batches of {what[2]!r}")
         accuracies = [r["last_test_acc"] for r in runs]
         per_seed = " ".join(f"{a:.2f}" for a in accuracies)
         seeds = ",".join(str(r["seed"]) for r in runs)

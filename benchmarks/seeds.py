@@ -186,8 +186,8 @@ def candidate_run(job: tuple[str, int]) -> dict:
 
 
 def record_key(record: dict) -> tuple:
-    """What makes two results.json records the same run: the recipe, the network, its width, the seed and
-    the epochs."""
+    """What makes two results.json records the same run: the recipe, the network, the batch size, the
+    network's width, the seed and the epochs."""
     return *trained_what(record["config"]), record.get("width"), record["seed"], record["epochs"]
 
 
@@ -207,9 +207,10 @@ def store_as_they_end(records: Iterable[dict], path: Path) -> None:
     """Report each run and add it to the results file at `path` as soon as it ends, so that an interrupted
     sweep keeps what it finished."""
     for record in records:
-        recipe, network = trained_what(record["config"])
-        print(f"{recipe}{f' on {network}' if network else ''} seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch "
-              f"{record['epochs']} ({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
+        recipe, network, batch_size = trained_what(record["config"])
+        print(f"{recipe}{f' on {network}' if network else ''}{f', batches of {batch_size}' if batch_size else ''} "
+              f"seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch {record['epochs']} "
+              f"({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
         add_to_results(path, [record])
 
 
@@ -269,6 +270,8 @@ def main() -> None:
                         help="with --direct: the network to train (the notebook's ARCHITECTURE); another than "
                              "Net ignores --widths and only adds its runs to results.json, since the sweep's "
                              "table and plot are drawn per width of Net")
+    parser.add_argument("--batch-size", type=int,
+                        help="with --direct: train with batches of this size instead of the notebook's BATCH_SIZE")
     parser.add_argument("--reference", action="store_true",
                         help="train the reference recipe instead of the notebook's")
     parser.add_argument("--candidate", help="train this cross-validation candidate on all training images "
@@ -294,15 +297,18 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
             store_as_they_end(pool.imap(candidate_run, jobs), args.out / "results.json")
         return
+    if args.batch_size is not None and not args.direct:
+        parser.error("--batch-size applies to --direct runs only")
+    defaults = notebook_defaults()
+    if args.batch_size is not None:
+        defaults["BATCH_SIZE"] = args.batch_size
     if args.direct and args.architecture != "Net":
-        defaults = notebook_defaults()
         jobs = [(args.architecture, None, seed, args.epochs, args.device, defaults) for seed in args.seeds]
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
             records = (history_record(history, None) for history in pool.imap(direct_run, jobs))
             store_as_they_end(records, args.out / "results.json")
         return
     if args.direct:
-        defaults = notebook_defaults()
         jobs = [("Net", width, seed, args.epochs, args.device, defaults) for index, width in enumerate(args.widths)
                 for seed in (args.seeds if index == 0 else args.small_seeds)]
         start = time.perf_counter()
@@ -311,7 +317,6 @@ def main() -> None:
         write_results(runs, args.out, (time.perf_counter() - start) / 60)
         return
 
-    defaults = notebook_defaults()
     start, runs, jobs = time.perf_counter(), {}, []
     for index, width in enumerate(args.widths):
         for seed in args.seeds if index == 0 else args.small_seeds:

@@ -594,22 +594,26 @@ def test_seed_table_lists_each_recipes_seeds_in_order_with_median_and_lowest():
                     last_test_acc=acc)
 
     records = [record("small", 2, 99.40), record("small", 1, 99.50), record("small", 3, 99.60),
-               record("small", 1, 10.0, epochs=19), record("project", 1, 20.0),
-               record("project", 1, 99.45, architecture="PublicSmallNet")]
-    table = utils.seed_table(records, {("small", None): "a small recipe",
-                                       ("project", "PublicSmallNet"): "ours on theirs"}, epochs=15)
-    small, ours = table.splitlines()[1:]
+               record("small", 1, 10.0, epochs=19), record("project", 1, 20.0, batch_size=256),
+               record("project", 1, 99.45, architecture="PublicSmallNet", batch_size=256),
+               record("project", 1, 99.55, architecture="PublicSmallNet", batch_size=128)]
+    table = utils.seed_table(records, {("small", None, None): "a small recipe",
+                                       ("project", "PublicSmallNet", 256): "ours on theirs",
+                                       ("project", "PublicSmallNet", 128): "ours on theirs, batches of 128"},
+                             epochs=15)
+    small, ours, ours_128 = table.splitlines()[1:]
     assert small.split()[-5:] == ["99.50", "99.40", "99.60", "99.50", "99.40"]
     assert "7,918" in small and " 1,2,3 " in small
-    # The unnamed project record is Net's, not PublicSmallNet's.
+    # The unnamed project record is Net's, not PublicSmallNet's; another batch size is another row.
     assert ours.split()[-3:] == ["99.45", "99.45", "99.45"]
-    with pytest.raises(ValueError, match="no 15-epoch run of recipe 'missing' on None"):
-        utils.seed_table(records, {("missing", None): "never run"}, epochs=15)
+    assert ours_128.split()[-3:] == ["99.55", "99.55", "99.55"]
+    with pytest.raises(ValueError, match="no 15-epoch run of recipe 'missing' on None with batches of 64"):
+        utils.seed_table(records, {("missing", None, 64): "never run"}, epochs=15)
 
 
 def test_trained_what_reads_unnamed_records_as_the_notebooks_recipe_on_net():
-    assert utils.trained_what({}) == ("project", "Net")
-    assert utils.trained_what({"architecture": "PublicSmallNet"}) == ("project", "PublicSmallNet")
-    assert utils.trained_what({"recipe": "reference"}) == ("reference", None)
+    assert utils.trained_what({}) == ("project", "Net", None)
+    assert utils.trained_what({"architecture": "PublicSmallNet", "batch_size": 128}) == ("project", "PublicSmallNet", 128)
+    assert utils.trained_what({"recipe": "reference", "batch_size": 512}) == ("reference", None, 512)
     assert utils.trained_what({"recipe": "public-8k", "architecture": "PublicSmallNet"}) == (
-        "public-8k", "PublicSmallNet")
+        "public-8k", "PublicSmallNet", None)
