@@ -302,19 +302,19 @@ def main() -> None:
     defaults = notebook_defaults()
     if args.batch_size is not None:
         defaults["BATCH_SIZE"] = args.batch_size
-    if args.direct and args.architecture != "Net":
-        jobs = [(args.architecture, None, seed, args.epochs, args.device, defaults) for seed in args.seeds]
-        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            records = (history_record(history, None) for history in pool.imap(direct_run, jobs))
-            store_as_they_end(records, args.out / "results.json")
-        return
     if args.direct:
-        jobs = [("Net", width, seed, args.epochs, args.device, defaults) for index, width in enumerate(args.widths)
-                for seed in (args.seeds if index == 0 else args.small_seeds)]
-        start = time.perf_counter()
+        # PublicSmallNet has one width; Net is swept over --widths.
+        widths = args.widths if args.architecture == "Net" else [None]
+        jobs = [(args.architecture, width, seed, args.epochs, args.device, defaults)
+                for index, width in enumerate(widths) for seed in (args.seeds if index == 0 else args.small_seeds)]
+        start, runs = time.perf_counter(), {}
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            runs = {(width, seed): history for (_, width, seed, *_), history in zip(jobs, pool.imap(direct_run, jobs))}
-        write_results(runs, args.out, (time.perf_counter() - start) / 60)
+            for (_, width, seed, *_), history in zip(jobs, pool.imap(direct_run, jobs)):
+                store_as_they_end([history_record(history, width)], args.out / "results.json")
+                runs[width, seed] = history
+        # results.md and the plot are drawn per width of Net; another network's runs are only stored.
+        if args.architecture == "Net":
+            write_results(runs, args.out, (time.perf_counter() - start) / 60)
         return
 
     start, runs, jobs = time.perf_counter(), {}, []
