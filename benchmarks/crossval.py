@@ -194,9 +194,6 @@ CANDIDATES = {
     "width-5-recipe": Candidate("this project's Net narrowed to n_channels=5 (7,390 parameters) with the notebook's "
                                 "recipe", net_args=dict(n_channels=5),
                                 fit_args=RECIPE_FIT_ARGS, baseline="public-8k-project-training"),
-    "width-5-batch-128": Candidate("the same narrowed Net and recipe with batches of 128 instead of 256",
-                                   net_args=dict(n_channels=5), batch_size=128, fit_args=RECIPE_FIT_ARGS,
-                                   baseline="width-5-recipe"),
 }
 
 
