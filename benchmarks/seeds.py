@@ -198,7 +198,9 @@ def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
 
 
 def add_to_results(path: Path, records: list[dict]) -> None:
-    """Write `records` into the results file at `path`, in place of earlier records of the same runs."""
+    """Write `records` into the results file at `path` (creating its folder), in place of earlier records of
+    the same runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(path.read_text()) if path.exists() else []
     path.write_text(json.dumps(merge_records(old, records), indent=1))
 
@@ -334,17 +336,19 @@ def main() -> None:
             runs[width, seed] = history
             print(f"width {width} seed {seed}: {history.parameters:,} parameters, last-epoch test accuracy "
                   f"{history.test_acc[-1]:.2f}% (whole notebook: {_minutes(history)})", flush=True)
+    # Every run of the sweep, including those reused with --resume: an interrupted sweep may not have stored them.
+    add_to_results(args.out / "results.json", results_records(runs))
     write_results(runs, args.out, (time.perf_counter() - start) / 60)
 
 
 def write_results(runs: dict[tuple[int, int], History], out: Path, total_minutes: float) -> None:
-    """Write results.md, results.json and accuracy_vs_parameters.png for a sweep into `out`."""
+    """Write results.md and accuracy_vs_parameters.png for a sweep of Net's widths into `out` (its runs
+    are in results.json already)."""
     table = results_table(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(
         f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
         f"for the runs it executed.\n\n{table}")
-    add_to_results(out / "results.json", results_records(runs))
     plot_accuracy_vs_parameters(runs).savefig(out / "accuracy_vs_parameters.png", dpi=120)
     print(table)
     print(f"wall time of this sweep: {total_minutes:.1f} minutes")

@@ -47,7 +47,7 @@ def test_batch_size_is_refused_where_it_would_be_ignored(monkeypatch, capsys):
 
 
 def test_add_to_results_keeps_what_it_does_not_rerun(tmp_path):
-    path = tmp_path / "results.json"
+    path = tmp_path / "a new folder" / "results.json"
     seeds.add_to_results(path, [record(1, 99.5)])
     seeds.add_to_results(path, [record(1, 99.4, recipe="reference", width=None, epochs=19), record(1, 99.6)])
     assert [(r["config"].get("recipe"), r["last_test_acc"]) for r in json.loads(path.read_text())] == [
