@@ -1,10 +1,8 @@
 """A compact CNN for MNIST: convolution blocks, max-pool transitions and global average pooling."""
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -279,7 +277,7 @@ def receptive_fields(model: nn.Module, input_size: int = IMAGE_SIZE) -> list[Lay
         if isinstance(layer, nn.AdaptiveAvgPool2d):
             k, s, p = size, 1, 0  # global pooling: one window over the whole map
         elif isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
-            k, s, p = (_first(layer.kernel_size), _first(layer.stride), _first(layer.padding))
+            k, s, p = (first_size(layer.kernel_size), first_size(layer.stride), first_size(layer.padding))
         else:
             continue
         size = (size + 2 * p - k) // s + 1
@@ -289,7 +287,7 @@ def receptive_fields(model: nn.Module, input_size: int = IMAGE_SIZE) -> list[Lay
     return rows
 
 
-def _first(value: int | tuple[int, ...]) -> int:
+def first_size(value: int | tuple[int, ...]) -> int:
     """The first element of a PyTorch size argument, which may be an int or a tuple."""
     return value[0] if isinstance(value, tuple) else value
 
@@ -302,109 +300,3 @@ def receptive_field_table(model: nn.Module, input_size: int = IMAGE_SIZE) -> str
     lines += [f"{r.name:<{width}}  {f'{r.output_size}x{r.output_size}':>9}  {r.jump:>4}  "
               f"{f'{r.receptive_field}x{r.receptive_field}':>15}" for r in rows]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------- the network for the browser
-
-BROWSER_FORMAT = "s6-mnist-net/1"  # the weight-file layout docs/network.js reads
-
-
-@torch.no_grad()
-def folded_layers(model: Net) -> list[dict]:
-    """The layers of a `Net` in eval mode as plain descriptions, each BatchNorm folded into the convolution
-    before it, so that a forward pass needs only convolution, ReLU, max-pool, mean and linear.
-
-    In eval mode BatchNorm computes gamma * (x - mean) / sqrt(var + eps) + beta, an affine map per channel, so
-    a convolution followed by it is one convolution with weights scaled by s = gamma / sqrt(var + eps) and a
-    bias beta - mean * s. Dropout does nothing in eval mode and is left out.
-    """
-    layers: list[dict] = []
-
-    def conv(layer: nn.Conv2d, batch_norm: nn.BatchNorm2d | None, relu: bool) -> dict:
-        weight = layer.weight.detach().float()
-        bias = layer.bias.detach().float() if layer.bias is not None else None
-        if batch_norm is not None:
-            scale = batch_norm.weight / torch.sqrt(batch_norm.running_var + batch_norm.eps)
-            weight = weight * scale[:, None, None, None]
-            bias = batch_norm.bias - batch_norm.running_mean * scale + (bias * scale if bias is not None else 0)
-        return dict(kind="conv", weight=weight.cpu(), bias=None if bias is None else bias.float().cpu(),
-                    padding=_first(layer.padding), relu=relu, stage_end=False)
-
-    for block in model.features:
-        if isinstance(block, ConvBlock):
-            batch_norm = next((m for m in block if isinstance(m, nn.BatchNorm2d)), None)
-            layers.append(conv(block[0], batch_norm, relu=True))
-        elif isinstance(block, MaxPoolingBlock):
-            layers[-1]["stage_end"] = True  # the last ConvBlock before a max-pool ends a resolution stage
-            layers.append(dict(kind="maxpool", size=_first(block[0].kernel_size)))
-            layers.append(conv(block[1], None, relu=False))
-        elif isinstance(block, nn.AdaptiveAvgPool2d):
-            layers[-1]["stage_end"] = True
-            layers.append(dict(kind="mean"))
-        else:
-            raise ValueError(f"cannot fold a {type(block).__name__}: expected the blocks of a Net")
-    layers.append(dict(kind="linear", weight=model.classifier.weight.detach().float().cpu(),
-                       bias=model.classifier.bias.detach().float().cpu()))
-    return layers
-
-
-def browser_weights(model: Net, **about) -> dict:
-    """A `Net` as the JSON-ready weight file of the browser page: its folded layers (`folded_layers`), each
-    tensor as base64 little-endian float32 with its shape, and whatever `about` says (accuracy, source)."""
-    def encode(tensor: torch.Tensor | None) -> dict | None:
-        if tensor is None:
-            return None
-        data = base64.b64encode(tensor.numpy().astype("<f4").tobytes()).decode("ascii")
-        return dict(shape=list(tensor.shape), data=data)
-
-    layers = folded_layers(model.eval())
-    numbers = sum(layer[key].numel() for layer in layers for key in ("weight", "bias") if layer.get(key) is not None)
-    return dict(format=BROWSER_FORMAT, n_channels=model.n_channels,
-                parameters=count_parameters(model), folded_parameters=numbers, **about,
-                layers=[{key: encode(value) if key in ("weight", "bias") else value for key, value in layer.items()}
-                        for layer in layers])
-
-
-@torch.no_grad()
-def net_from_browser_weights(weights: dict) -> Net:
-    """The `Net` (in eval mode) that computes what a browser weight file describes: its convolutions take
-    the folded weights, its BatchNorms become the identity plus the folded bias. Raises ValueError, saying
-    what differs, for a file that does not describe a Net."""
-    if not isinstance(weights, dict) or weights.get("format") != BROWSER_FORMAT:
-        found = weights.get("format") if isinstance(weights, dict) else type(weights).__name__
-        raise ValueError(f"expected a weight file of format {BROWSER_FORMAT!r}, got {found!r}")
-    model = Net(n_channels=weights["n_channels"]).eval()
-    expected = folded_layers(model)
-    layers = weights["layers"]
-    if [layer["kind"] for layer in layers] != [layer["kind"] for layer in expected]:
-        raise ValueError(f"the weight file's layers {[l['kind'] for l in layers]} are not those of "
-                         f"Net(n_channels={weights['n_channels']})")
-
-    def decode(entry: dict, shape: torch.Size) -> torch.Tensor:
-        if list(entry["shape"]) != list(shape):
-            raise ValueError(f"expected a tensor of shape {list(shape)}, got {entry['shape']}")
-        values = np.frombuffer(base64.b64decode(entry["data"]), dtype="<f4")
-        if values.size != int(np.prod(shape)):
-            raise ValueError(f"a tensor of shape {list(shape)} needs {int(np.prod(shape))} numbers, "
-                             f"got {values.size}")
-        return torch.from_numpy(values.copy()).reshape(shape)
-
-    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    batch_norms = iter(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    stored = iter(layer for layer in layers if layer["kind"] == "conv")
-    for convolution in convolutions:
-        layer = next(stored)
-        convolution.weight.copy_(decode(layer["weight"], convolution.weight.shape))
-        if convolution.kernel_size == (1, 1):  # a MaxPoolingBlock's 1x1 convolution has no bias
-            if layer["bias"] is not None:
-                raise ValueError("expected no bias on a 1x1 convolution, but the weight file has one")
-        else:  # a ConvBlock: its BatchNorm, made the identity, adds the folded bias
-            batch_norm = next(batch_norms)
-            batch_norm.weight.fill_(1.0)
-            batch_norm.bias.copy_(decode(layer["bias"], batch_norm.bias.shape))
-            batch_norm.running_mean.zero_()
-            batch_norm.running_var.fill_(1.0 - batch_norm.eps)
-    linear = layers[-1]
-    model.classifier.weight.copy_(decode(linear["weight"], model.classifier.weight.shape))
-    model.classifier.bias.copy_(decode(linear["bias"], model.classifier.bias.shape))
-    return model

@@ -17,8 +17,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from model import Net, browser_weights, net_from_browser_weights  # noqa: E402
-from utils import TensorLoader, load_model, predictions  # noqa: E402
+from model import Net  # noqa: E402
+from utils import TensorLoader, load_model, mnist_tensors, predictions  # noqa: E402
+from weights_format import browser_weights, net_from_browser_weights  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     model = load_model(Net(n_channels=n_channels), args.model).eval()
     weights = browser_weights(model, source=args.model.name)
     exported = net_from_browser_weights(json.loads(json.dumps(weights)))
-    predicted, true = predictions(exported, TensorLoader.mnist(False, torch.device("cpu"), 1000, data_dir=args.data))
+    predicted, true = predictions(exported, TensorLoader.for_evaluation(*mnist_tensors(train=False, data_dir=args.data)))
     weights["test_accuracy"] = round(100.0 * (predicted == true).float().mean().item(), 2)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@
 })(typeof self !== "undefined" ? self : this, function () {
   "use strict";
 
-  const FORMAT = "s6-mnist-net/1"; // the weight-file layout this code reads (model.browser_weights writes it)
+  const FORMAT = "s6-mnist-net/1"; // the weight-file layout this code reads (docs/weights_format.py writes it)
   const SIZE = 28; // MNIST's images are 28x28
   const MNIST_BOX = 20; // MNIST fitted each digit's ink into 20x20, then centred it in 28x28
   const INK_THRESHOLD = 0.1; // fainter pixels do not count as ink when finding the digit's extent

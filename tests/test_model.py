@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from model import (ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, browser_weights, build_network, count_parameters,
-                   folded_layers, kaiming_init, net_from_browser_weights, receptive_fields, stage_widths)
+from model import (ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, build_network, count_parameters, kaiming_init,
+                   receptive_fields, stage_widths)
 
 
 def test_conv_block_keeps_size_and_orders_conv_bn_relu_dropout():
@@ -143,36 +143,6 @@ def test_layer_costs_add_up_to_the_parameter_count_and_put_most_compute_at_14x14
     assert adds["14x14"] > sum(adds.values()) / 2
     assert sum(c.multiply_adds for c in reference) > 2 * sum(adds.values())
     assert "18,538" in cost_table({"Net": Net()}) and "19,866" in cost_table({"reference": ReferenceNet()})
-
-
-def test_folding_batch_norm_into_the_convolutions_keeps_what_the_network_computes():
-    torch.manual_seed(0)
-    model = Net()
-    for layer in model.modules():  # statistics and affine parameters far from BatchNorm's initial ones
-        if isinstance(layer, nn.BatchNorm2d):
-            layer.running_mean.uniform_(-1, 1)
-            layer.running_var.uniform_(0.2, 3)
-            nn.init.uniform_(layer.weight, -1, 2)
-            nn.init.uniform_(layer.bias, -1, 1)
-    model.eval()
-    layers = folded_layers(model)
-    assert [layer["kind"] for layer in layers] == ["conv", "maxpool", "conv", "conv", "conv", "conv", "maxpool",
-                                                    "conv", "conv", "conv", "mean", "linear"]
-    assert [i for i, layer in enumerate(layers) if layer.get("stage_end")] == [0, 5, 9]
-    rebuilt = net_from_browser_weights(browser_weights(model))
-    images = torch.randn(16, 1, 28, 28)
-    with torch.no_grad():
-        assert torch.allclose(rebuilt(images), model(images), atol=1e-5)
-
-
-def test_a_browser_weight_file_that_does_not_describe_a_net_is_refused():
-    weights = browser_weights(Net(n_channels=4))
-    with pytest.raises(ValueError, match="format 's6-mnist-net/1', got 'other'"):
-        net_from_browser_weights(dict(weights, format="other"))
-    with pytest.raises(ValueError, match="expected a tensor of shape \\[10, 1, 3, 3\\], got \\[8, 1, 3, 3\\]"):
-        net_from_browser_weights(dict(weights, n_channels=5, layers=weights["layers"]))
-    with pytest.raises(ValueError, match="are not those of Net"):
-        net_from_browser_weights(dict(weights, layers=weights["layers"][1:]))
 
 
 def test_build_network_gives_the_named_architecture_and_refuses_what_it_cannot_honour():
