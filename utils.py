@@ -1,6 +1,23 @@
-"""Data, augmentation, training, evaluation and plots for the S6 MNIST walkthrough."""
+"""Helpers for the S6 MNIST walkthrough, in the order the notebook uses them.
+
+Each section below opens with a banner that names the notebook section it serves:
+
+1. Setup: seeds and the device.
+2. The data: loading MNIST, normalising, augmenting, batching on the device.
+3. The model: its checks (summary, costs, receptive field) live in model.py, beside the network.
+4. BatchNorm, made visible: activation spreads and the first training steps.
+5. Training: the Recipe, one epoch (`train`), testing, BatchNorm statistics, the schedule, `fit`.
+6. Evaluation: curves, lagging statistics, predictions, mistakes, the confusion matrix.
+7. What each ingredient buys: the ablation figure.
+8. What the network sees: filters, feature maps, occlusion.
+9. Your own handwriting: preparing a drawing as MNIST's digits were prepared.
+10. Did we meet the constraints?
+11. Benchmark records: reading the cross-validation ledger and the seed results. Not needed to train;
+    the notebook reads them for its figures and tables, and benchmarks/ writes them.
+"""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -9,7 +26,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,10 +36,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 from PIL import Image, ImageDraw
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, count_parameters
+from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, build_network, count_parameters
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
@@ -33,6 +51,41 @@ PROGRESS_SECONDS = 1.0
 SHARED_MNIST = Path(__file__).resolve().parent.parent / "shared" / "mnist"
 
 
+# ------------------------------------------------------------------- 1. Setup: seeds and the device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so that a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device() -> torch.device:
+    """CUDA if there is a GPU, then Apple's MPS, else the CPU; says which."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    print(f"Training on {device.type}: {device_name(device)}")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name for the device, to store beside the numbers it produced."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    threads = torch.get_num_threads()
+    return f"CPU ({os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''})"
+
+
+# -------------------------------------------------------------------------------------- 2. The data
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Ranges of the random affine transform applied to each training image."""
@@ -40,9 +93,6 @@ class Augmentation:
     max_degrees: float = 10.0  # rotation in [-max_degrees, +max_degrees]
     max_shift: float = 0.1  # translation, as a fraction of the image size, in each direction
     max_zoom: float = 0.1  # scale in [1 - max_zoom, 1 + max_zoom]
-
-
-# ---------------------------------------------------------------------------------------------- data
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
@@ -77,16 +127,6 @@ def mnist_tensors(train: bool, data_dir: str | os.PathLike | None = None,
     """All images (uint8, N x 1 x 28 x 28) and labels (int64, N) of one split, as tensors on `device`."""
     dataset = load_mnist(train, data_dir)
     return dataset.data.unsqueeze(1).to(device), dataset.targets.to(device)
-
-
-def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int,
-                     seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Carve a random validation set of `val_size` images out of the training set."""
-    if not 0 < val_size < len(images):
-        raise ValueError(f"val_size must be between 1 and {len(images) - 1}, got {val_size}")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(images.device)
-    val, keep = order[:val_size], order[val_size:]
-    return (images[keep], labels[keep]), (images[val], labels[val])
 
 
 def train_transforms(aug: Augmentation = Augmentation()) -> transforms.Compose:
@@ -145,15 +185,18 @@ class TensorLoader:
         self.channels_last = channels_last
 
     @classmethod
-    def mnist(cls, train: bool, device: torch.device, batch_size: int = 256,
-              augmentation: Augmentation | None = None, data_dir: str | os.PathLike | None = None) -> "TensorLoader":
-        """A loader over the whole MNIST training (shuffled) or test split, its tensors moved to `device`.
+    def for_training(cls, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> "TensorLoader":
+        """Shuffled batches of the recipe's size, augmented as it says, on the tensors' device.
 
         Channels-last memory layout is used on the CPU, where it measured faster; elsewhere it is left off.
         """
-        images, labels = mnist_tensors(train, data_dir, device)
-        return cls(images, labels, batch_size, shuffle=train, augmentation=augmentation,
-                   channels_last=torch.device(device).type == "cpu")
+        return cls(images, labels, recipe.batch_size, shuffle=True, augmentation=recipe.augmentation,
+                   channels_last=images.device.type == "cpu")
+
+    @classmethod
+    def for_evaluation(cls, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> "TensorLoader":
+        """Unaugmented batches in storage order, on the tensors' device (channels-last on the CPU)."""
+        return cls(images, labels, batch_size, channels_last=images.device.type == "cpu")
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Move `model` to this loader's device, and to channels-last memory if its batches are."""
@@ -182,59 +225,70 @@ class TensorLoader:
             yield images, labels
 
 
-# ----------------------------------------------------------------------------------- training loop
+def _image_grid(images: torch.Tensor, titles: Sequence[str], columns: int, figsize_per: float = 1.1) -> Figure:
+    """Show grey images in a grid, one title each."""
+    rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * figsize_per, rows * figsize_per * 1.15),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image.squeeze().cpu().numpy(), cmap="gray")
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) so that a run can be repeated."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def plot_samples(images: torch.Tensor, labels: torch.Tensor, count: int = 32, columns: int = 8) -> Figure:
+    """A grid of the first `count` images with their labels."""
+    return _image_grid(images[:count], [str(int(label)) for label in labels[:count]], columns)
 
 
-def pick_device() -> torch.device:
-    """CUDA if there is a GPU, then Apple's MPS, else the CPU; says which."""
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-    print(f"Training on {device.type}: {device_name(device)}")
-    return device
+def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(), views: int = 7) -> Figure:
+    """Each row: one original digit (uint8) and `views` random augmented versions of it."""
+    originals = images.float() / 255
+    columns = [originals] + [augment_batch(originals, aug) for _ in range(views)]
+    grid = torch.stack(columns, 1).flatten(0, 1)
+    titles = (["original"] + [f"view {v}" for v in range(1, views + 1)]) * len(images)
+    return _image_grid(grid, titles, columns=views + 1)
 
 
-def device_name(device: torch.device) -> str:
-    """A readable name for the device, to store beside the numbers it produced."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple MPS"
-    threads = torch.get_num_threads()
-    return f"CPU ({os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''})"
+# ----------------------------------------------------------------------- 4. BatchNorm, made visible
 
 
-def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,
-          scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-          label_smoothing: float = 0.0, desc: str = "train") -> tuple[float, float]:
-    """One epoch of training; returns (mean loss, accuracy in %)."""
-    model.train()
-    # Sums stay on the device: reading them back each step (.item()) would stall a GPU every batch.
-    loss_sum, correct, seen = 0.0, 0, 0
-    for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum = loss_sum + loss.detach() * len(labels)
-        correct = correct + (logits.argmax(1) == labels).sum()
-        seen += len(labels)
-    if seen == 0:
-        raise ValueError("the training loader yielded no batches")
-    return float(loss_sum) / seen, 100.0 * float(correct) / seen
+@torch.no_grad()
+def activation_spread(model: nn.Module, images: torch.Tensor) -> list[float]:
+    """Standard deviation of the output of every ConvBlock for one normalised batch, in training mode (as
+    the first training step sees it); the model's running statistics are left as they were."""
+    state = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    spreads = []
+    hooks = [block.register_forward_hook(lambda _, __, output: spreads.append(float(output.float().std())))
+             for block in model.modules() if isinstance(block, ConvBlock)]
+    was_training = model.training
+    try:
+        model.train()
+        model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+        for name, buffer in model.named_buffers():
+            buffer.copy_(state[name])
+    return spreads
+
+
+def plot_activation_spread(spreads: dict[str, Sequence[float]]) -> Figure:
+    """Standard deviation of each ConvBlock's output (log scale), one line per named model."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, values in spreads.items():
+        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+    ax.set(xlabel="ConvBlock (1: 28x28, 2-4: 14x14, 5-6: 7x7)", ylabel="standard deviation of its output",
+           yscale="log", title="How big the signal is, layer by layer, at initialisation")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def loss_per_step(model: nn.Module, loader: TensorLoader | Sequence, steps: int, lr: float = 0.1) -> list[float]:
@@ -262,34 +316,98 @@ def loss_per_step(model: nn.Module, loader: TensorLoader | Sequence, steps: int,
 def loss_curves_on_the_same_batches(runs: dict[str, tuple[nn.Module, float]], loader: TensorLoader, steps: int,
                                     seed: int) -> dict[str, list[float]]:
     """`loss_per_step` for several (model, learning rate) runs that see exactly the same batches in the same
-    order: the random generator is reset to `seed` just before each run shuffles, so the models must be
-    built (and initialised) beforehand."""
+    order: the random generator is reset to `seed` just before each run shuffles. Each run trains a copy
+    of its model, so the models stay as they were built and a second call draws the same curves."""
     curves = {}
     for name, (model, lr) in runs.items():
         seed_everything(seed)
-        curves[name] = loss_per_step(model, loader, steps, lr)
+        curves[name] = loss_per_step(copy.deepcopy(model), loader, steps, lr)
     return curves
 
 
-@torch.no_grad()
-def activation_spread(model: nn.Module, images: torch.Tensor) -> list[float]:
-    """Standard deviation of the output of every ConvBlock for one normalised batch, in training mode (as
-    the first training step sees it); the model's running statistics are left as they were."""
-    state = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    spreads = []
-    hooks = [block.register_forward_hook(lambda _, __, output: spreads.append(float(output.float().std())))
-             for block in model.modules() if isinstance(block, ConvBlock)]
-    was_training = model.training
-    try:
-        model.train()
-        model(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-        for name, buffer in model.named_buffers():
-            buffer.copy_(state[name])
-    return spreads
+def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
+    """Training loss against the step, one line per named run."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, losses in curves.items():
+        ax.plot(range(1, len(losses) + 1), losses, label=name)
+    ax.axhline(math.log(NUM_CLASSES), color="grey", linestyle=":", label="ln 10: guessing uniformly")
+    ax.set(xlabel="training step (batch)", ylabel="cross-entropy loss", title="The first training steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# -------------------------------------------------------------------------------------- 5. Training
+
+
+SCHEDULES = ("one-cycle", "step")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every training choice of one run: what `fit` trains with. The defaults are the notebook's recipe."""
+
+    epochs: int = 19
+    max_lr: float = 0.1  # the schedule's peak learning rate
+    schedule: str = "one-cycle"  # or "step" (`make_scheduler`)
+    step_epochs: int = 10  # with the step schedule: epochs between cuts of the rate to a tenth
+    optimizer: str = "sgd"  # SGD with Nesterov momentum, or "adam"
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    batch_size: int = 256
+    augmentation: Augmentation | None = Augmentation()  # None: train on the digits as they are
+    clean_final_epochs: int = 2  # the last epochs train on unaugmented digits
+    bn_batches: int = 40  # unaugmented batches that BatchNorm's statistics are recomputed from (0: keep its own)
+    ema_decay: float = 0.0  # above 0: score an exponential moving average of the weights with this decay
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.clean_final_epochs < 0 or self.bn_batches < 0:
+            raise ValueError(f"clean_final_epochs and bn_batches cannot be negative, got "
+                             f"{self.clean_final_epochs} and {self.bn_batches}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Recipe":
+        """The recipe that `dataclasses.asdict` wrote out (as stored in a History's JSON)."""
+        augmentation = values.get("augmentation")
+        return cls(**{**values, "augmentation": None if augmentation is None else Augmentation(**augmentation)})
+
+
+def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, label_smoothing: float = 0.0,
+          desc: str = "train", averaged: AveragedModel | None = None) -> tuple[float, float]:
+    """One epoch of training; returns (mean loss, accuracy in %). `averaged`, if given, is updated after
+    every step with the new weights."""
+    model.train()
+    # Sums stay on the device: reading them back each step (.item()) would stall a GPU every batch.
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
+        loss_sum = loss_sum + loss.detach() * len(labels)
+        correct = correct + (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    if seen == 0:
+        raise ValueError("the training loader yielded no batches")
+    return float(loss_sum) / seen, 100.0 * float(correct) / seen
 
 
 @torch.inference_mode()
@@ -336,45 +454,6 @@ def recompute_batchnorm_statistics(model: nn.Module, loader: TensorLoader | Sequ
         raise ValueError("the loader for BatchNorm statistics yielded no batches")
 
 
-@dataclass
-class History:
-    """Per-epoch metrics of one training run, plus what is needed to tell runs apart."""
-
-    parameters: int = 0
-    device: str = ""
-    config: dict = field(default_factory=dict)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-
-    def record(self, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
-               seconds: float) -> None:
-        """Append one epoch's numbers."""
-        for name, value in zip(("train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds"),
-                               (train_loss, train_acc, test_loss, test_acc, seconds)):
-            getattr(self, name).append(value)
-
-    @property
-    def epochs(self) -> int:
-        return len(self.test_acc)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the history as JSON (creating the folder)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "History":
-        """Read a history written by `save`."""
-        return cls(**json.loads(Path(path).read_text()))
-
-
-SCHEDULES = ("one-cycle", "step")
-OPTIMIZERS = ("sgd", "adam")
-
-
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, max_lr: float, epochs: int,
                    steps_per_epoch: int, step_epochs: int = 10) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule, stepped once per batch.
@@ -410,193 +489,124 @@ def schedule_trace(schedule: str = "one-cycle", max_lr: float = 0.1, epochs: int
     return rates, momenta
 
 
-def fit(model: nn.Module, train_loader: TensorLoader, test_loader: TensorLoader, epochs: int,
-        max_lr: float = 0.1, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
-        bn_batches: int = 40, clean_final_epochs: int = 2, schedule: str = "one-cycle",
-        optimizer: str = "sgd", step_epochs: int = 10, verbose: bool = True) -> History:
-    """Train with SGD (Nesterov momentum), or Adam if `optimizer="adam"`, under a learning-rate schedule
-    (`make_scheduler`), testing after every epoch; returns the History.
+def plot_schedule(rates: Sequence[float], momenta: Sequence[float], steps_per_epoch: int) -> Figure:
+    """Learning rate and momentum against the epoch (x: steps / steps_per_epoch), on two y-axes."""
+    epochs = [step / steps_per_epoch for step in range(len(rates))]
+    fig, rate_ax = plt.subplots(figsize=(7, 3.5))
+    rate_ax.plot(epochs, rates, color="tab:blue")
+    rate_ax.set_xlabel("epoch")
+    rate_ax.set_ylabel("learning rate", color="tab:blue")
+    momentum_ax = rate_ax.twinx()
+    momentum_ax.plot(epochs, momenta, color="tab:orange")
+    momentum_ax.set_ylabel("momentum", color="tab:orange")
+    rate_ax.set_title("The schedule, read from the scheduler at every step")
+    rate_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
-    Before each test, BatchNorm's statistics are recomputed from `bn_batches` batches of unaugmented
-    training digits (0 keeps the running averages), so that the test scores the current weights.
-    The last `clean_final_epochs` epochs (all of them, if there are fewer) train on unaugmented digits:
-    the network finishes on digits like the ones it will be tested on.
+
+@dataclass
+class History:
+    """Per-epoch metrics of one training run, with what it trained: the recipe, the network, the seed
+    and the device."""
+
+    recipe: Recipe = Recipe()
+    network: str = ""  # the model's class, e.g. "Net"
+    width: int | None = None  # its n_channels, for a network that has one
+    seed: int | None = None
+    device: str = ""
+    parameters: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def record(self, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
+               seconds: float) -> None:
+        """Append one epoch's numbers."""
+        for name, value in zip(("train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds"),
+                               (train_loss, train_acc, test_loss, test_acc, seconds)):
+            getattr(self, name).append(value)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.test_acc)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the history as JSON (creating the folder)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        """Read a history written by `save`."""
+        values = json.loads(Path(path).read_text())
+        return cls(**{**values, "recipe": Recipe.from_dict(values["recipe"])})
+
+
+def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader, recipe: Recipe,
+        seed: int | None = None, verbose: bool = True) -> History:
+    """Train `model` with `recipe`, scoring it on `eval_loader` after every epoch; returns the History,
+    which records the recipe, the network, `seed` (as the caller seeded the run) and the device.
+
+    The optimizer is SGD with Nesterov momentum, or Adam, under the recipe's learning-rate schedule
+    (`make_scheduler`). Before each evaluation, BatchNorm's statistics are recomputed from `bn_batches`
+    batches of unaugmented training digits (0 keeps the running averages), so that the evaluation scores
+    the current weights. The last `clean_final_epochs` epochs (all of them, if there are fewer) train on
+    unaugmented digits: the network finishes on digits like the ones it will be tested on. With an
+    `ema_decay`, an exponential moving average of the weights (PyTorch's `AveragedModel`) is what is
+    scored, and `model` ends with the averaged weights.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if clean_final_epochs < 0 or bn_batches < 0:
-        raise ValueError(f"clean_final_epochs and bn_batches cannot be negative, got {clean_final_epochs} "
-                         f"and {bn_batches}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if (train_loader.batch_size, train_loader.augmentation) != (recipe.batch_size, recipe.augmentation):
+        raise ValueError(f"the training loader must batch as the recipe says (batches of {recipe.batch_size}, "
+                         f"augmentation {recipe.augmentation}); got batches of {train_loader.batch_size}, "
+                         f"augmentation {train_loader.augmentation}: build it with TensorLoader.for_training")
     device = next(model.parameters()).device
-    config = dict(epochs=epochs, max_lr=max_lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                  batch_size=train_loader.batch_size, bn_batches=bn_batches,
-                  clean_final_epochs=clean_final_epochs, schedule=schedule, optimizer=optimizer,
-                  step_epochs=step_epochs)
-    if optimizer == "adam":
-        weight_updates = torch.optim.Adam(model.parameters(), lr=max_lr, weight_decay=weight_decay)
+    if recipe.optimizer == "adam":
+        weight_updates = torch.optim.Adam(model.parameters(), lr=recipe.max_lr, weight_decay=recipe.weight_decay)
     else:
-        weight_updates = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, nesterov=True,
-                                         weight_decay=weight_decay)
-    scheduler = make_scheduler(weight_updates, schedule, max_lr, epochs, len(train_loader), step_epochs)
+        weight_updates = torch.optim.SGD(model.parameters(), lr=recipe.max_lr, momentum=0.9, nesterov=True,
+                                         weight_decay=recipe.weight_decay)
+    scheduler = make_scheduler(weight_updates, recipe.schedule, recipe.max_lr, recipe.epochs, len(train_loader),
+                               recipe.step_epochs)
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay))
+                if recipe.ema_decay else None)
+    scored = model if averaged is None else averaged.module
     # BatchNorm's statistics come from the training digits in storage order, unaugmented: drawing no
     # random numbers, they leave the training run exactly as it would be without them.
     statistics_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
                                      channels_last=train_loader.channels_last)
     clean_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
                                 shuffle=True, channels_last=train_loader.channels_last)
-    history = History(parameters=count_parameters(model), device=device_name(device), config=config)
+    history = History(recipe=recipe, network=type(model).__name__, width=getattr(model, "n_channels", None),
+                      seed=seed, device=device_name(device), parameters=count_parameters(model))
+    epochs = recipe.epochs
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        loader = clean_loader if epoch > epochs - clean_final_epochs else train_loader
-        train_loss, train_acc = train(model, loader, weight_updates, scheduler, label_smoothing,
-                                      desc=f"epoch {epoch}/{epochs}")
-        recompute_batchnorm_statistics(model, statistics_loader, bn_batches)
-        test_loss, test_acc = test(model, test_loader)
+        loader = clean_loader if epoch > epochs - recipe.clean_final_epochs else train_loader
+        train_loss, train_acc = train(model, loader, weight_updates, scheduler, recipe.label_smoothing,
+                                      desc=f"epoch {epoch}/{epochs}", averaged=averaged)
+        recompute_batchnorm_statistics(scored, statistics_loader, recipe.bn_batches)
+        test_loss, test_acc = test(scored, eval_loader)
         history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
         if verbose:
             print(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
                   f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  ({history.epoch_seconds[-1]:.1f} s)")
+    if averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     return history
 
 
-# ------------------------------------------------------------------------------------ ablations
-
-
-def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
-    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
-    shared = sorted(scores.keys() & baseline.keys())
-    if len(shared) < 2:
-        return None
-    differences = [scores[f] - baseline[f] for f in shared]
-    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
-
-
-@dataclass
-class Ablation:
-    """What one change to the recipe did in cross-validation: the mean fold-by-fold gain in validation
-    accuracy (points), its standard error, and the accuracies behind it."""
-
-    label: str
-    gain: float
-    standard_error: float  # nan when the candidate was scored on one fold only
-    folds: int
-    val_acc: float
-    train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
-
-    def __str__(self) -> str:
-        spread = f"± {self.standard_error:.3f}" if self.folds > 1 else "(1 fold)"
-        train = f"{self.train_acc:.2f}%" if self.train_acc is not None else "  -   "
-        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} over {self.folds} folds  "
-                f"validation {self.val_acc:6.2f}%  train {train}")
-
-
-def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
-    """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
-    records that `benchmarks/crossval.py` writes to its ledger. A candidate scored on one fold only gets
-    that fold's difference and no standard error."""
-    def runs(name: str) -> dict[int, dict]:
-        return {r["fold"]: r for r in ledger if r["candidate"] == name}
-
-    base = {fold: r["val_acc"] for fold, r in runs(baseline).items()}
-    rows = []
-    for name, label in labels.items():
-        records = runs(name)
-        scores = {fold: r["val_acc"] for fold, r in records.items()}
-        paired = paired_gain(scores, base)
-        if paired is None:
-            shared = sorted(scores.keys() & base.keys())
-            if not shared:
-                raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
-            paired = (scores[shared[0]] - base[shared[0]], math.nan, 1)
-        train = [r["train_acc"] for r in records.values() if "train_acc" in r]
-        rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
-                             statistics.mean(train) if train else None))
-    return rows
-
-
-def trained_what(config: dict) -> tuple[str, str | None, int | None]:
-    """The recipe, the network and the batch size of a `benchmarks/results.json` record's config. Records
-    that name neither recipe nor network are the notebook's recipe ("project") on Net, as every run was
-    before the notebook could train another network; the reference's records name no network. The batch
-    size tells apart runs of one recipe with the notebook's BATCH_SIZE set otherwise."""
-    recipe = config.get("recipe", "project")
-    return recipe, config.get("architecture", "Net" if recipe == "project" else None), config.get("batch_size")
-
-
-def seed_table(records: list[dict], rows: dict[tuple[str, str | None, int | None], str], epochs: int) -> str:
-    """Last-epoch test accuracy per seed of each (recipe, network, batch size) in `rows` (mapped to its
-    label) trained for `epochs`, from the records that `benchmarks/seeds.py` writes, with the median and
-    the lowest."""
-    lines = [f"{'recipe':44} {'parameters':>10} {'seeds':>9}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
-    for what, label in rows.items():
-        runs = sorted((r for r in records if trained_what(r["config"]) == what and r["epochs"] == epochs),
-                      key=lambda r: r["seed"])
-        if not runs:
-            raise ValueError(f"results.json has no {epochs}-epoch run of recipe {what[0]!r} on {what[1]!r} "
-                             f"with batches of {what[2]!r}")
-        accuracies = [r["last_test_acc"] for r in runs]
-        per_seed = " ".join(f"{a:.2f}" for a in accuracies)
-        seeds = ",".join(str(r["seed"]) for r in runs)
-        lines.append(f"{label:44} {runs[0]['parameters']:>10,} {seeds:>9}  {per_seed:<34} "
-                     f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
-    return "\n".join(lines)
-
-
-def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epochs: int) -> Figure:
-    """Validation accuracy per epoch of two sets of ledger runs that share their weights for the first
-    `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a fold."""
-    def per_fold(name: str) -> dict[int, list[float]]:
-        return {r["fold"]: r["val_acc_per_epoch"][:epochs] for r in ledger if r["candidate"] == name}
-
-    lagging, current = per_fold(running), per_fold(recomputed)
-    folds = sorted(lagging.keys() & current.keys())
-    if not folds:
-        raise ValueError(f"the ledger has no fold with both {running!r} and {recomputed!r}")
-    fig, axes = plt.subplots(1, len(folds), figsize=(2.2 * len(folds), 3), sharey=True, squeeze=False)
-    for ax, fold in zip(axes[0], folds):
-        ax.plot(range(1, epochs + 1), lagging[fold], "o-", markersize=3, label="running averages")
-        ax.plot(range(1, epochs + 1), current[fold], "o-", markersize=3, label="recomputed")
-        ax.set(title=f"fold {fold}", xlabel="epoch")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("validation accuracy (%)")
-    axes[0, 0].legend(title="BatchNorm statistics", fontsize=7, title_fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
-    """Each change's gain in validation accuracy over the recipe, with ± 1 standard error (thick) and
-    ± 2 (thin) bars; a bar below `worst` is cut at the axis and labelled with its value."""
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-    positions = range(len(rows))[::-1]  # the first row on top
-    for y, row in zip(positions, rows):
-        # With one fold there is no standard error: a fall to chance is still plainly a loss.
-        spread = 2 * row.standard_error if row.folds > 1 else 1.0
-        colour = "tab:red" if row.gain < -spread else "tab:green" if row.gain > spread else "tab:grey"
-        ax.barh(y, max(row.gain, worst), color=colour, alpha=0.6)
-        if row.gain < worst:
-            value = f"{row.gain:+.1f}" if row.folds == 1 else f"{row.gain:+.1f} ± {row.standard_error:.1f}"
-            folds = "1 fold" if row.folds == 1 else f"{row.folds} folds"
-            ax.text(worst * 0.98, y, f"{value} points, off the scale ({folds})", va="center", fontsize=8)
-        elif row.folds == 1:
-            ax.text(row.gain, y, f" 1 fold", va="center", fontsize=8)
-        else:
-            ax.errorbar(row.gain, y, xerr=2 * row.standard_error, color="black", linewidth=0.8, capsize=3)
-            ax.errorbar(row.gain, y, xerr=row.standard_error, color="black", linewidth=2.5)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(list(positions), [row.label for row in rows])
-    ax.set_xlim(worst, max([0.15] + [r.gain + 2 * r.standard_error + 0.05 for r in rows
-                                      if r.gain >= worst and r.folds > 1]))
-    ax.set(xlabel="gain in validation accuracy over the recipe (points; six-fold cross-validation)",
-           title="What each ingredient is worth: remove or replace it, and score the change")
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    return fig
-
-
-# ------------------------------------------------------------------------------ saving, predicting
+def train_network(train_loader: TensorLoader, eval_loader: TensorLoader, recipe: Recipe, seed: int,
+                  build: Callable[..., nn.Module] = build_network, verbose: bool = True,
+                  **network_args) -> tuple[nn.Module, History]:
+    """One run of the notebook's training cell: seed everything with `seed`, build the network
+    (`build(**network_args)`, by default `model.build_network`), move it to the loader's device and `fit`
+    it with `recipe`; returns the trained model and its History."""
+    seed_everything(seed)
+    model = train_loader.prepare(build(**network_args))
+    return model, fit(model, train_loader, eval_loader, recipe, seed=seed, verbose=verbose)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
@@ -611,75 +621,7 @@ def load_model(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
-@torch.inference_mode()
-def predict(model: nn.Module, images) -> torch.Tensor:
-    """Predicted digits for one image or a batch: uint8 tensors (28 x 28, 1 x 28 x 28 or N x 1 x 28 x 28),
-    or PIL images."""
-    if isinstance(images, torch.Tensor):
-        if images.dtype != torch.uint8:
-            raise ValueError(f"predict expects uint8 images (0-255), got dtype {images.dtype}")
-        batch = images.reshape(-1, 1, *images.shape[-2:]) if images.dim() in (2, 3, 4) else None
-        if batch is None or (images.dim() == 4 and images.shape[1] != 1):
-            raise ValueError(f"predict expects 28x28, 1x28x28 or Nx1x28x28 images, got {tuple(images.shape)}")
-        batch = normalize(batch)
-    else:
-        pil_images = images if isinstance(images, (list, tuple)) else [images]
-        batch = torch.stack([test_transforms()(image) for image in pil_images])
-    model.eval()
-    device = next(model.parameters()).device
-    return model(batch.to(device)).argmax(1).cpu()
-
-
-@torch.inference_mode()
-def predictions(model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels for every image of a loader, on the CPU."""
-    model.eval()
-    predicted, true = [], []
-    for images, labels in loader:
-        predicted.append(model(images).argmax(1).cpu())
-        true.append(labels.cpu())
-    return torch.cat(predicted), torch.cat(true)
-
-
-def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """counts[i, j] = how many images of digit i were predicted as j."""
-    return torch.bincount(true * num_classes + predicted, minlength=num_classes ** 2).reshape(num_classes, -1)
-
-
-def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
-    """Accuracy in % for each true class: the diagonal over the row sums."""
-    return 100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)
-
-
-# ---------------------------------------------------------------------------------------- plots
-
-
-def _image_grid(images: torch.Tensor, titles: Sequence[str], columns: int, figsize_per: float = 1.1) -> Figure:
-    """Show grey images in a grid, one title each."""
-    rows = math.ceil(len(images) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * figsize_per, rows * figsize_per * 1.15),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(image.squeeze().cpu().numpy(), cmap="gray")
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_samples(images: torch.Tensor, labels: torch.Tensor, count: int = 32, columns: int = 8) -> Figure:
-    """A grid of the first `count` images with their labels."""
-    return _image_grid(images[:count], [str(int(label)) for label in labels[:count]], columns)
-
-
-def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(), views: int = 7) -> Figure:
-    """Each row: one original digit (uint8) and `views` random augmented versions of it."""
-    originals = images.float() / 255
-    columns = [originals] + [augment_batch(originals, aug) for _ in range(views)]
-    grid = torch.stack(columns, 1).flatten(0, 1)
-    titles = (["original"] + [f"view {v}" for v in range(1, views + 1)]) * len(images)
-    return _image_grid(grid, titles, columns=views + 1)
+# ------------------------------------------------------------------------------------ 6. Evaluation
 
 
 def plot_history(history: History) -> Figure:
@@ -708,47 +650,35 @@ def plot_history(history: History) -> Figure:
     return fig
 
 
-def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
-    """Training loss against the step, one line per named run."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, label=name)
-    ax.axhline(math.log(NUM_CLASSES), color="grey", linestyle=":", label="ln 10: guessing uniformly")
-    ax.set(xlabel="training step (batch)", ylabel="cross-entropy loss", title="The first training steps")
-    ax.grid(alpha=0.3)
-    ax.legend()
+def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epochs: int) -> Figure:
+    """Validation accuracy per epoch of two sets of ledger runs that share their weights for the first
+    `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a fold."""
+    lagging = {fold: r["val_acc_per_epoch"][:epochs] for fold, r in ledger_runs(ledger, running).items()}
+    current = {fold: r["val_acc_per_epoch"][:epochs] for fold, r in ledger_runs(ledger, recomputed).items()}
+    folds = sorted(lagging.keys() & current.keys())
+    if not folds:
+        raise ValueError(f"the ledger has no fold with both {running!r} and {recomputed!r}")
+    fig, axes = plt.subplots(1, len(folds), figsize=(2.2 * len(folds), 3), sharey=True, squeeze=False)
+    for ax, fold in zip(axes[0], folds):
+        ax.plot(range(1, epochs + 1), lagging[fold], "o-", markersize=3, label="running averages")
+        ax.plot(range(1, epochs + 1), current[fold], "o-", markersize=3, label="recomputed")
+        ax.set(title=f"fold {fold}", xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("validation accuracy (%)")
+    axes[0, 0].legend(title="BatchNorm statistics", fontsize=7, title_fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def plot_schedule(rates: Sequence[float], momenta: Sequence[float], steps_per_epoch: int) -> Figure:
-    """Learning rate and momentum against the epoch (x: steps / steps_per_epoch), on two y-axes."""
-    epochs = [step / steps_per_epoch for step in range(len(rates))]
-    fig, rate_ax = plt.subplots(figsize=(7, 3.5))
-    rate_ax.plot(epochs, rates, color="tab:blue")
-    rate_ax.set_xlabel("epoch")
-    rate_ax.set_ylabel("learning rate", color="tab:blue")
-    momentum_ax = rate_ax.twinx()
-    momentum_ax.plot(epochs, momenta, color="tab:orange")
-    momentum_ax.set_ylabel("momentum", color="tab:orange")
-    rate_ax.set_title("The schedule, read from the scheduler at every step")
-    rate_ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_activation_spread(spreads: dict[str, Sequence[float]]) -> Figure:
-    """Standard deviation of each ConvBlock's output (log scale), one line per named model."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for name, values in spreads.items():
-        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
-    ax.set(xlabel="ConvBlock (1: 28x28, 2-4: 14x14, 5-6: 7x7)", ylabel="standard deviation of its output",
-           yscale="log", title="How big the signal is, layer by layer, at initialisation")
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+@torch.inference_mode()
+def predictions(model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for every image of a loader, on the CPU."""
+    model.eval()
+    predicted, true = [], []
+    for images, labels in loader:
+        predicted.append(model(images).argmax(1).cpu())
+        true.append(labels.cpu())
+    return torch.cat(predicted), torch.cat(true)
 
 
 def plot_misclassified(images: torch.Tensor, true: torch.Tensor, predicted: torch.Tensor,
@@ -757,6 +687,16 @@ def plot_misclassified(images: torch.Tensor, true: torch.Tensor, predicted: torc
     wrong = (true != predicted).nonzero().flatten()[:count]
     titles = [f"{int(true[i])} -> {int(predicted[i])}" for i in wrong]
     return _image_grid(images[wrong.to(images.device)], titles, columns)
+
+
+def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """counts[i, j] = how many images of digit i were predicted as j."""
+    return torch.bincount(true * num_classes + predicted, minlength=num_classes ** 2).reshape(num_classes, -1)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """Accuracy in % for each true class: the diagonal over the row sums."""
+    return 100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)
 
 
 def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
@@ -774,7 +714,38 @@ def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
     return fig
 
 
-# -------------------------------------------------------------------------- what the network sees
+# --------------------------------------------------------------------- 7. What each ingredient buys
+
+
+def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
+    """Each change's gain in validation accuracy over the recipe, with ± 1 standard error (thick) and
+    ± 2 (thin) bars; a bar below `worst` is cut at the axis and labelled with its value."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    positions = range(len(rows))[::-1]  # the first row on top
+    for y, row in zip(positions, rows):
+        colour = {"gain": "tab:green", "loss": "tab:red", "within noise": "tab:grey"}[row.verdict]
+        ax.barh(y, max(row.gain, worst), color=colour, alpha=0.6)
+        if row.gain < worst:
+            value = f"{row.gain:+.1f}" if row.folds == 1 else f"{row.gain:+.1f} ± {row.standard_error:.1f}"
+            folds = "1 fold" if row.folds == 1 else f"{row.folds} folds"
+            ax.text(worst * 0.98, y, f"{value} points, off the scale ({folds})", va="center", fontsize=8)
+        elif row.folds == 1:
+            ax.text(row.gain, y, " 1 fold", va="center", fontsize=8)
+        else:
+            ax.errorbar(row.gain, y, xerr=2 * row.standard_error, color="black", linewidth=0.8, capsize=3)
+            ax.errorbar(row.gain, y, xerr=row.standard_error, color="black", linewidth=2.5)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(list(positions), [row.label for row in rows])
+    ax.set_xlim(worst, max([0.15] + [r.gain + 2 * r.standard_error + 0.05 for r in rows
+                                      if r.gain >= worst and r.folds > 1]))
+    ax.set(xlabel="gain in validation accuracy over the recipe (points; six-fold cross-validation)",
+           title="What each ingredient is worth: remove or replace it, and score the change")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------- 8. What the network sees
 
 
 @torch.no_grad()
@@ -815,19 +786,56 @@ def plot_first_layer_filters(model: nn.Module) -> Figure:
     return fig
 
 
-def _batch_of_one(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """A uint8 digit (28 x 28 or 1 x 28 x 28), normalised as the model was trained, on the model's device."""
-    if image.dtype != torch.uint8 or image.shape[-2:] != (28, 28) or image.numel() != 28 * 28:
-        raise ValueError(f"expected one uint8 28x28 digit, got {image.dtype} {tuple(image.shape)}")
-    return normalize(image.reshape(1, 1, 28, 28)).to(next(model.parameters()).device)
+def as_model_input(images, model: nn.Module) -> torch.Tensor:
+    """One digit or a batch as `model` reads it: float N x 1 x 28 x 28, normalised as in training, on the
+    model's device.
+
+    Takes uint8 tensors (0-255), float tensors or arrays of ink values in [0, 1], each 28 x 28, N x 28 x 28
+    or N x 1 x 28 x 28, or PIL images (one or a list). Raises ValueError, saying what it expected, for
+    anything else.
+    """
+    expected = "uint8 images (0-255) or ink values in [0, 1], 28x28, Nx28x28 or Nx1x28x28, or PIL images"
+    if isinstance(images, Image.Image) or (isinstance(images, (list, tuple)) and images
+                                           and all(isinstance(image, Image.Image) for image in images)):
+        pil_images = [images] if isinstance(images, Image.Image) else images
+        batch = torch.stack([test_transforms()(image) for image in pil_images])
+    else:
+        if not isinstance(images, (torch.Tensor, np.ndarray)):
+            raise ValueError(f"expected {expected}; got {type(images).__name__}")
+        images = torch.as_tensor(images)
+        shape_ok = images.dim() in (2, 3, 4) and tuple(images.shape[-2:]) == (IMAGE_SIZE, IMAGE_SIZE) and (
+            images.dim() < 4 or images.shape[1] == 1)
+        if not shape_ok:
+            raise ValueError(f"expected {expected}; got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            if not images.is_floating_point() or images.numel() == 0 or images.min() < 0 or images.max() > 1:
+                raise ValueError(f"expected {expected}; got {images.dtype} values outside [0, 1]")
+            images = images.float()
+        batch = normalize(images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    return batch.to(next(model.parameters()).device)
+
+
+def _one_digit(image, model: nn.Module) -> torch.Tensor:
+    """`as_model_input` for exactly one digit."""
+    batch = as_model_input(image, model)
+    if len(batch) != 1:
+        raise ValueError(f"expected one 28x28 digit, got {len(batch)}")
+    return batch
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images) -> torch.Tensor:
+    """Predicted digits for one image or a batch, in any form `as_model_input` takes."""
+    model.eval()
+    return model(as_model_input(images, model)).argmax(1).cpu()
 
 
 @torch.inference_mode()
 def stage_outputs(model: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
-    """The feature maps (channels x height x width) of one uint8 digit at the end of each resolution
+    """The feature maps (channels x height x width) of one digit (any form `as_model_input` takes) at the end of each resolution
     stage of a Net: the output of the last ConvBlock at 28x28, at 14x14 and at 7x7."""
     model.eval()
-    x, last_at_size = _batch_of_one(image, model), {}
+    x, last_at_size = _one_digit(image, model), {}
     for layer in model.features:
         x = layer(x)
         if isinstance(layer, ConvBlock):
@@ -871,7 +879,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: int, patch: int
     if not 1 <= patch <= 28 or stride < 1:
         raise ValueError(f"patch must be in 1..28 and stride at least 1, got patch={patch}, stride={stride}")
     model.eval()
-    original = _batch_of_one(image, model)
+    original = _one_digit(image, model)
     starts = sorted(set(range(0, 28 - patch + 1, stride)) | {28 - patch})  # the last square reaches the edge
     corners = [(top, left) for top in starts for left in starts]
     occluded = original.repeat(len(corners), 1, 1, 1)
@@ -896,7 +904,7 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
     fig, axes = plt.subplots(len(wrong), 3, figsize=(7.5, 2.5 * len(wrong)), squeeze=False)
     for row, index in zip(axes, wrong):
         digit = images[index].cpu()
-        probabilities = F.softmax(model(_batch_of_one(digit, model)).float(), dim=1)[0].cpu()
+        probabilities = F.softmax(model(_one_digit(digit, model)).float(), dim=1)[0].cpu()
         maps = {label: occlusion_map(model, digit, label, patch) for label in (int(predicted[index]), int(true[index]))}
         limit = max(float(m.abs().max()) for m in maps.values()) or 1.0
         row[0].imshow(digit.squeeze().numpy(), cmap="gray")
@@ -911,7 +919,8 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
     return fig
 
 
-# ----------------------------------------------------------------------------- your own handwriting
+# -------------------------------------------------------------------------- 9. Your own handwriting
+
 
 MNIST_BOX = 20  # MNIST fitted each digit's ink into a 20x20 box, then centred it in 28x28
 INK_THRESHOLD = 0.1  # pixels fainter than this do not count as ink when finding the digit's extent
@@ -980,7 +989,6 @@ def _arc(centre_x: float, centre_y: float, radius_x: float, radius_y: float, sta
     return tuple((round(centre_x + radius_x * math.cos(a), 4), round(centre_y + radius_y * math.sin(a), 4))
                  for a in angles)
 
-
 # Each digit as a person might draw it with a mouse: strokes of (x, y) points in a unit square, y down.
 DIGIT_STROKES: dict[int, tuple[tuple[tuple[float, float], ...], ...]] = {
     0: (_arc(0.5, 0.5, 0.3, 0.42, -90, 270, 24),),
@@ -1011,7 +1019,6 @@ def render_strokes(strokes: Sequence[Sequence[tuple[float, float]]],
             draw.ellipse((x - line_width / 2, y - line_width / 2, x + line_width / 2, y + line_width / 2), fill=255)
     return np.asarray(canvas, dtype=np.float64) / 255
 
-
 # Ways a mouse-drawn digit differs from MNIST's, as render_strokes arguments.
 UNLIKE_MNIST = {
     "as MNIST": dict(),
@@ -1024,19 +1031,18 @@ UNLIKE_MNIST = {
 
 @torch.inference_mode()
 def read_drawing(model: nn.Module, image: np.ndarray) -> torch.Tensor:
-    """The model's probabilities for the ten digits, for a 28x28 image of ink values in [0, 1]."""
-    if np.shape(image) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"expected a 28x28 image, got shape {np.shape(image)}")
-    batch = normalize(torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    """The model's probabilities for the ten digits, for one 28x28 image of ink values in [0, 1]."""
     model.eval()
-    return F.softmax(model(batch.to(next(model.parameters()).device)), dim=1)[0].cpu()
+    return F.softmax(model(_one_digit(image, model)), dim=1)[0].cpu()
 
 
-def drawing_readings(model: nn.Module, ways: dict[str, dict] = UNLIKE_MNIST) -> dict[str, tuple[list[int], list[int]]]:
+def drawing_readings(model: nn.Module,
+                     ways: Mapping[str, dict] | None = None) -> dict[str, tuple[list[int], list[int]]]:
     """What the model reads from each digit of `DIGIT_STROKES` drawn each way (`render_strokes` arguments),
-    shrunk as it stands and prepared like MNIST: way -> (ten readings, ten readings), digits 0 to 9 in order."""
+    shrunk as it stands and prepared like MNIST: way -> (ten readings, ten readings), digits 0 to 9 in order.
+    `ways` defaults to `UNLIKE_MNIST`."""
     readings = {}
-    for name, how in ways.items():
+    for name, how in (UNLIKE_MNIST if ways is None else ways).items():
         drawings = [render_strokes(DIGIT_STROKES[digit], **how) for digit in range(NUM_CLASSES)]
         readings[name] = tuple([int(read_drawing(model, prepare(ink)).argmax()) for ink in drawings]
                                for prepare in (downscale, prepare_like_mnist))
@@ -1062,7 +1068,7 @@ def plot_drawing_preparation(model: nn.Module, drawings: dict[str, np.ndarray]) 
     return fig
 
 
-# ------------------------------------------------------------------------------------- constraints
+# ----------------------------------------------------------------- 10. Did we meet the constraints?
 
 
 def check_constraints(history: History) -> tuple[str, bool]:
@@ -1075,3 +1081,96 @@ def check_constraints(history: History) -> tuple[str, bool]:
     ]
     report = "\n".join(f"{'HOLDS ' if ok else 'FAILS '} {text}" for text, ok in checks)
     return report, all(ok for _, ok in checks)
+
+
+# ------------------------------------------------------------ 11. Benchmark records (not needed to train)
+# benchmarks/ writes the ledger and results.json; the notebook only reads them for its figures and tables.
+
+
+def ledger_runs(ledger: list[dict], candidate: str) -> dict[int, dict]:
+    """The records of one candidate in a cross-validation ledger (`benchmarks/crossval.py`), by fold."""
+    return {record["fold"]: record for record in ledger if record["candidate"] == candidate}
+
+
+def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
+    shared = sorted(scores.keys() & baseline.keys())
+    if len(shared) < 2:
+        return None
+    differences = [scores[f] - baseline[f] for f in shared]
+    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
+
+
+def verdict(gain: float, standard_error: float) -> str:
+    """The rule every comparison in this project follows: a change counts as a gain (or a loss) only when
+    its mean fold-by-fold difference exceeds twice its standard error."""
+    if gain > 2 * standard_error:
+        return "gain"
+    if gain < -2 * standard_error:
+        return "loss"
+    return "within noise"
+
+
+@dataclass
+class Ablation:
+    """What one change to the recipe did in cross-validation: the mean fold-by-fold gain in validation
+    accuracy (points), its standard error, and the accuracies behind it."""
+
+    label: str
+    gain: float
+    standard_error: float  # nan when the candidate was scored on one fold only
+    folds: int
+    val_acc: float
+    train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
+
+    @property
+    def verdict(self) -> str:
+        """"gain", "loss" or "within noise" (`verdict`); with one fold there is no standard error, and only
+        a change of more than a point counts (a fall to chance is still plainly a loss)."""
+        return verdict(self.gain, self.standard_error if self.folds > 1 else 0.5)
+
+    def __str__(self) -> str:
+        spread = f"± {self.standard_error:.3f}" if self.folds > 1 else "(1 fold)"
+        train = f"{self.train_acc:.2f}%" if self.train_acc is not None else "  -   "
+        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} over {self.folds} folds  "
+                f"validation {self.val_acc:6.2f}%  train {train}")
+
+
+def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
+    """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
+    records that `benchmarks/crossval.py` writes to its ledger. A candidate scored on one fold only gets
+    that fold's difference and no standard error."""
+    base = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, baseline).items()}
+    rows = []
+    for name, label in labels.items():
+        records = ledger_runs(ledger, name)
+        scores = {fold: r["val_acc"] for fold, r in records.items()}
+        paired = paired_gain(scores, base)
+        if paired is None:
+            shared = sorted(scores.keys() & base.keys())
+            if not shared:
+                raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
+            paired = (scores[shared[0]] - base[shared[0]], math.nan, 1)
+        train = [r["train_acc"] for r in records.values() if "train_acc" in r]
+        rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
+                             statistics.mean(train) if train else None))
+    return rows
+
+
+def seed_table(records: list[dict], rows: dict[tuple[str, str, int], str], epochs: int) -> str:
+    """Last-epoch test accuracy per seed of each (recipe, network, batch size) in `rows` (mapped to its
+    label) trained for `epochs`, from the records that `benchmarks/seeds.py` writes to results.json, with
+    the median and the lowest."""
+    lines = [f"{'recipe':44} {'parameters':>10} {'seeds':>9}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
+    for (recipe, network, batch_size), label in rows.items():
+        runs = sorted((r for r in records if (r["recipe"], r["network"], r["batch_size"]) == (recipe, network, batch_size)
+                       and r["epochs"] == epochs), key=lambda r: r["seed"])
+        if not runs:
+            raise ValueError(f"results.json has no {epochs}-epoch run of recipe {recipe!r} on {network!r} "
+                             f"with batches of {batch_size!r}")
+        accuracies = [r["last_test_acc"] for r in runs]
+        per_seed = " ".join(f"{a:.2f}" for a in accuracies)
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        lines.append(f"{label:44} {runs[0]['parameters']:>10,} {seeds:>9}  {per_seed:<34} "
+                     f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
+    return "\n".join(lines)

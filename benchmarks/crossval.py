@@ -7,7 +7,7 @@ folds; it is compared with its baseline fold by fold, and a gain counts only whe
 standard error of those differences. The test
 set is never read. Two folds run at once, one thread each.
 
-    python benchmarks/crossval.py recipe clean-2     # runs what the ledger lacks, then rewrites it
+    python benchmarks/crossval.py running-bn-15 clean-2   # runs what the ledger lacks, then rewrites it
     python benchmarks/crossval.py --list             # the candidates this script knows
     python benchmarks/crossval.py                    # only rewrites benchmarks/ledger.md from the ledger
 
@@ -17,12 +17,12 @@ stopped), and benchmarks/ledger.md is drawn from it: never edit either by hand.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import multiprocessing
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,16 +32,21 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from model import ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, count_parameters, kaiming_init  # noqa: E402
-from utils import (Augmentation, History, TensorLoader, fit, mnist_tensors, paired_gain,  # noqa: E402
-                   recompute_batchnorm_statistics, seed_everything, test)
+from utils import (Augmentation, History, Recipe, TensorLoader, ledger_runs, mnist_tensors,  # noqa: E402
+                   paired_gain, recompute_batchnorm_statistics, test, train_network, verdict)
 
-FOLDS, FOLD_SEED, EPOCHS = 6, 0, 15
-# What every candidate starts from, spelled out so that a later change of fit's defaults cannot change
-# what a candidate in the ledger means.
-BASE_FIT_ARGS = dict(max_lr=0.1, weight_decay=5e-4, label_smoothing=0.0, bn_batches=40, clean_final_epochs=0,
-                     schedule="one-cycle")
-# The notebook's recipe ("clean-2" below); each ablation changes exactly one thing of it.
-RECIPE_FIT_ARGS = dict(clean_final_epochs=2)
+FOLDS, FOLD_SEED = 6, 0
+# The notebook's recipe, and the same at the 15 epochs most candidates were scored at ("clean-2" below).
+# Every candidate is one of these with something replaced, spelled out, so that a later change of the
+# notebook's defaults cannot change what a candidate in the ledger means.
+RECIPE = Recipe(epochs=19, max_lr=0.1, schedule="one-cycle", optimizer="sgd", weight_decay=5e-4,
+                label_smoothing=0.0, batch_size=256, augmentation=Augmentation(), clean_final_epochs=2,
+                bn_batches=40)
+RECIPE_15 = replace(RECIPE, epochs=15)
+# The decay of the averaged weights that "ema-19" scores, chosen on fold 0 alone (benchmarks/README.md).
+EMA_DECAY = 0.995
+# The recipe before its last two changes: no clean final epochs (what "precise-bn" scores).
+EARLIER_15 = replace(RECIPE_15, clean_final_epochs=0)
 LEDGER_JSON, LEDGER_MD = ROOT / "benchmarks" / "ledger.json", ROOT / "benchmarks" / "ledger.md"
 
 
@@ -119,41 +124,38 @@ def kaiming_without_batch_norm(**net_args) -> nn.Module:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One recipe to score: how to build the model, what to pass to `fit`, and what it is compared with."""
+    """One recipe to score: how to build the model, the Recipe it trains with, and what it is compared with."""
 
     description: str
+    recipe: Recipe = EARLIER_15
     build: Callable[..., nn.Module] = Net
     net_args: dict = field(default_factory=dict)
-    fit_args: dict = field(default_factory=dict)
     baseline: str | None = "precise-bn"
     # Scored on another candidate's trained weights: the same runs, another way of evaluating them.
     scored_on: str | None = None
     # False for a candidate scored to show what a design costs, knowing it breaks the 20,000-parameter budget.
     within_budget: bool = True
-    epochs: int = EPOCHS
-    batch_size: int = 256
-    augmentation: Augmentation = field(default_factory=Augmentation)
 
 
 def ablation(description: str, build: Callable[..., nn.Module] = Net, net_args: dict | None = None,
-             within_budget: bool = True, **fit_args) -> Candidate:
-    """The notebook's recipe with one thing removed or replaced, compared with the recipe itself."""
-    return Candidate(description, build, net_args or {}, {**RECIPE_FIT_ARGS, **fit_args}, baseline="clean-2",
+             within_budget: bool = True, **changes) -> Candidate:
+    """The 15-epoch recipe with one thing removed or replaced, compared with the recipe itself."""
+    return Candidate(description, replace(RECIPE_15, **changes), build, net_args or {}, baseline="clean-2",
                      within_budget=within_budget)
 
 
 CANDIDATES = {
-    "recipe": Candidate("Net() with BatchNorm's running averages (bn_batches=0)", fit_args=dict(bn_batches=0),
-                        baseline=None),
+    "running-bn-15": Candidate("the 15-epoch recipe without clean final epochs, scored with BatchNorm's running "
+                               "averages (bn_batches=0): the recipe before its last two changes",
+                               replace(EARLIER_15, bn_batches=0), baseline=None),
     "precise-bn": Candidate("BatchNorm statistics recomputed from 40 unaugmented training batches before "
-                            "evaluating", fit_args=dict(bn_batches=40), baseline="recipe", scored_on="recipe"),
-    "clean-2": Candidate("the last 2 of 15 epochs on unaugmented digits", fit_args=dict(clean_final_epochs=2)),
+                            "evaluating", EARLIER_15, baseline="running-bn-15", scored_on="running-bn-15"),
+    "clean-2": Candidate("the last 2 of 15 epochs on unaugmented digits", RECIPE_15),
     "activated-1x1": Candidate("BatchNorm + ReLU after the 1x1 convolution of each MaxPoolingBlock",
                                build=activated_transitions),
     "clean-2+activated-1x1": Candidate("both: the last 2 epochs clean, BatchNorm + ReLU after each 1x1 convolution",
-                                       build=activated_transitions, fit_args=dict(clean_final_epochs=2),
-                                       baseline="clean-2"),
-    "label-smoothing": Candidate("label smoothing 0.1", fit_args=dict(label_smoothing=0.1)),
+                                       RECIPE_15, build=activated_transitions, baseline="clean-2"),
+    "label-smoothing": Candidate("label smoothing 0.1", replace(EARLIER_15, label_smoothing=0.1)),
     "wide-first-conv": Candidate("a 5x5 first convolution instead of 3x3", build=wide_first_convolution),
     "residual": Candidate("skip connections around the 14x14 and 7x7 ConvBlocks", build=residual_blocks),
     "width-5": Candidate("Net(n_channels=5), 7,390 parameters", net_args=dict(n_channels=5), baseline=None),
@@ -162,38 +164,44 @@ CANDIDATES = {
                       net_args=dict(batch_norm=False)),
     **{f"no-bn-kaiming-lr{lr}": ablation(f"no BatchNorm, Kaiming initialisation, peak LR {lr}",
                                          build=kaiming_without_batch_norm, max_lr=lr) for lr in (0.01, 0.02, 0.05)},
-    "no-augmentation": ablation("no augmentation: every epoch on unaugmented digits", clean_final_epochs=EPOCHS),
+    "no-augmentation": ablation("no augmentation: every epoch on unaugmented digits",
+                                clean_final_epochs=RECIPE_15.epochs),
     "flatten-head": ablation("flatten the 7x7x24 maps into the Linear layer instead of global average pooling",
                              build=flatten_head, within_budget=False),
     "flatten-head-width-6": ablation("flatten head on Net(n_channels=6), to fit the parameter budget",
                                      build=flatten_head, net_args=dict(n_channels=6)),
     "dropout-0.05": ablation("Dropout 0.05 after every ConvBlock", net_args=dict(dropout=0.05)),
-    "dropout-0.1": ablation("Dropout 0.1 after every ConvBlock (as in the reference design)",
-                            net_args=dict(dropout=0.1)),
+    "dropout-0.1": ablation("Dropout 0.1 after every ConvBlock", net_args=dict(dropout=0.1)),
     "step-schedule": ablation("the reference's step schedule (LR 0.1, a tenth of it from epoch 11, momentum "
                               "0.9) instead of one-cycle", schedule="step"),
     "epochs-19": Candidate("the recipe trained for 19 epochs instead of 15 (the most the constraint allows)",
-                           fit_args=RECIPE_FIT_ARGS, baseline="clean-2", epochs=19),
+                           RECIPE, baseline="clean-2"),
     "no-1x1": ablation("no 1x1 convolution after the max-pools (the next 3x3 convolution reads the pooled "
                        "channels)", build=without_1x1_transitions),
     # Under 8,000 parameters: a public design with its own published training, the yardstick to beat.
     "public-8k": Candidate("a public design of 7,918 parameters (snehanshu-raj/ERA, assignment 6, Model 3) with "
                            "its published training: Adam at 0.005, a tenth of it after 8 epochs, batches of 64, "
                            "rotations up to 7 degrees and no other augmentation, running BatchNorm averages",
-                           build=PublicSmallNet, baseline=None, batch_size=64,
-                           augmentation=Augmentation(max_degrees=7.0, max_shift=0.0, max_zoom=0.0),
-                           fit_args=dict(optimizer="adam", max_lr=0.005, weight_decay=0.0, schedule="step",
-                                         step_epochs=8, bn_batches=0)),
+                           replace(EARLIER_15, optimizer="adam", max_lr=0.005, weight_decay=0.0, schedule="step",
+                                   step_epochs=8, bn_batches=0, batch_size=64,
+                                   augmentation=Augmentation(max_degrees=7.0, max_shift=0.0, max_zoom=0.0)),
+                           build=PublicSmallNet, baseline=None),
     "public-8k-project-training": Candidate("the same 7,918-parameter design trained with this project's recipe: "
                                             "SGD with one-cycle to 0.1, batches of 256, rotation, shift and zoom, "
                                             "the last 2 epochs clean, BatchNorm statistics recomputed",
-                                            build=PublicSmallNet, baseline="public-8k", fit_args=RECIPE_FIT_ARGS),
+                                            RECIPE_15, build=PublicSmallNet, baseline="public-8k"),
     "public-8k-batch-128": Candidate("the same design and this project's recipe with batches of 128 instead of 256: "
-                                     "twice the steps in the same 15 epochs", build=PublicSmallNet, batch_size=128,
-                                     baseline="public-8k-project-training", fit_args=RECIPE_FIT_ARGS),
+                                     "twice the steps in the same 15 epochs", replace(RECIPE_15, batch_size=128),
+                                     build=PublicSmallNet, baseline="public-8k-project-training"),
     "width-5-recipe": Candidate("this project's Net narrowed to n_channels=5 (7,390 parameters) with the notebook's "
-                                "recipe", net_args=dict(n_channels=5),
-                                fit_args=RECIPE_FIT_ARGS, baseline="public-8k-project-training"),
+                                "recipe", RECIPE_15, net_args=dict(n_channels=5),
+                                baseline="public-8k-project-training"),
+    # The recipe at 19 epochs, against levers not yet tried there.
+    "batch-128-19": Candidate("the 19-epoch recipe with batches of 128 instead of 256: twice the steps",
+                              replace(RECIPE, batch_size=128), baseline="epochs-19"),
+    "ema-19": Candidate("the 19-epoch recipe scored on an exponential moving average of its weights (decay "
+                        "chosen on fold 0), BatchNorm statistics recomputed for the averaged weights",
+                        replace(RECIPE, ema_decay=EMA_DECAY), baseline="epochs-19"),
 }
 
 
@@ -206,16 +214,14 @@ def folds() -> list[torch.Tensor]:
 def train_candidate(name: str, train_images: torch.Tensor, train_labels: torch.Tensor,
                     eval_images: torch.Tensor, eval_labels: torch.Tensor,
                     seed: int) -> tuple[nn.Module, History, TensorLoader]:
-    """Train candidate `name` with this seed on the given images (on the CPU, in channels-last layout),
-    scoring it on the evaluation images after every epoch; returns the model, its history and its loader."""
+    """Train candidate `name` with this seed on the given images (as the notebook's training cell does, here
+    on the CPU), scoring it on the evaluation images after every epoch; returns the model, its history and
+    its training loader."""
     candidate = CANDIDATES[name]
-    seed_everything(seed)
-    train_loader = TensorLoader(train_images, train_labels, candidate.batch_size, shuffle=True,
-                                augmentation=candidate.augmentation, channels_last=True)
-    eval_loader = TensorLoader(eval_images, eval_labels, 1000, channels_last=True)
-    model = train_loader.prepare(candidate.build(**candidate.net_args))
-    history = fit(model, train_loader, eval_loader, candidate.epochs, **{**BASE_FIT_ARGS, **candidate.fit_args},
-                  verbose=False)
+    train_loader = TensorLoader.for_training(train_images, train_labels, candidate.recipe)
+    eval_loader = TensorLoader.for_evaluation(eval_images, eval_labels)
+    model, history = train_network(train_loader, eval_loader, candidate.recipe, seed, build=candidate.build,
+                                   verbose=False, **candidate.net_args)
     return model, history, train_loader
 
 
@@ -229,20 +235,20 @@ def run_fold(name: str, fold: int) -> dict:
     keep[held_out] = False
     model, history, train_loader = train_candidate(name, images[keep], labels[keep], images[held_out],
                                                    labels[held_out], seed=fold + 1)
-    val_loader = TensorLoader(images[held_out], labels[held_out], 1000, channels_last=True)
     # Accuracy on the model's own (unaugmented) training images, scored like the validation fold: the
     # gap between the two is what augmentation and Dropout act on.
-    plain = TensorLoader(train_loader.images, train_loader.labels, 1000, channels_last=True)
-    record = dict(candidate=name, fold=fold, seed=fold + 1, epochs=candidate.epochs,
+    plain = TensorLoader.for_evaluation(train_loader.images, train_loader.labels)
+    record = dict(candidate=name, fold=fold, seed=fold + 1, epochs=candidate.recipe.epochs,
                   parameters=count_parameters(model),
                   val_acc=history.test_acc[-1], val_acc_per_epoch=history.test_acc,
                   train_acc=test(model, plain)[1], train_loss_per_epoch=history.train_loss,
                   seconds_per_epoch=statistics.mean(history.epoch_seconds))
     # Runs on running averages are also scored after recomputing the statistics: same weights, no retraining.
-    if candidate.fit_args.get("bn_batches") == 0:
+    if candidate.recipe.bn_batches == 0:
         recompute_batchnorm_statistics(model, TensorLoader(train_loader.images, train_loader.labels, 256,
                                                            channels_last=True), 40)
-        record["val_acc_recomputed_bn"] = test(model, val_loader)[1]
+        record["val_acc_recomputed_bn"] = test(model, TensorLoader.for_evaluation(images[held_out],
+                                                                                  labels[held_out]))[1]
     print(f"{name} fold {fold}: {record['val_acc']:.2f}% ({record['seconds_per_epoch']:.1f} s/epoch)", flush=True)
     return record
 
@@ -256,30 +262,33 @@ def fold_scores(ledger: list[dict], name: str) -> dict[int, float]:
     """Validation accuracy of candidate `name` on each fold it has been scored on."""
     candidate = CANDIDATES[name]
     if candidate.scored_on:
-        return {r["fold"]: r["val_acc_recomputed_bn"] for r in ledger if r["candidate"] == candidate.scored_on}
-    return {r["fold"]: r["val_acc"] for r in ledger if r["candidate"] == name}
+        return {fold: r["val_acc_recomputed_bn"] for fold, r in ledger_runs(ledger, candidate.scored_on).items()}
+    return {fold: r["val_acc"] for fold, r in ledger_runs(ledger, name).items()}
 
 
 def ledger_table(ledger: list[dict]) -> str:
     """The ledger as Markdown: one row per candidate, in the order they are defined."""
     lines = ["| candidate | what it changes | parameters | validation accuracy per fold (%) | mean | "
-             "gain over baseline ± SE | verdict | s/epoch (1 thread) |", "|---|---|---:|---|---:|---|---|---:|"]
+             "train accuracy (mean, %) | gain over baseline ± SE | verdict | s/epoch (1 thread) |",
+             "|---|---|---:|---|---:|---:|---|---|---:|"]
     for name, candidate in CANDIDATES.items():
         scores = fold_scores(ledger, name)
         if not scores:
             continue
-        runs = [r for r in ledger if r["candidate"] == (candidate.scored_on or name)]
+        runs = list(ledger_runs(ledger, candidate.scored_on or name).values())
         per_fold = " / ".join(f"{scores[f]:.2f}" if f in scores else "-" for f in range(FOLDS))
-        gain, verdict = "", ""
+        train = [r["train_acc"] for r in runs if "train_acc" in r]
+        gain, outcome = "", ""
         if candidate.baseline:
             paired = paired_gain(scores, fold_scores(ledger, candidate.baseline))
             if paired:
                 mean, se, n = paired
                 gain = f"{mean:+.3f} ± {se:.3f} vs {candidate.baseline} ({n} folds)"
-                verdict = "**gain**" if mean > 2 * se else "loss" if mean < -2 * se else "within noise"
+                outcome = {"gain": "**gain**"}.get(verdict(mean, se), verdict(mean, se))
         lines.append(f"| {name} | {candidate.description} | {runs[0]['parameters']:,} | {per_fold} | "
-                     f"{statistics.mean(scores.values()):.3f} | {gain} | {verdict} | "
-                     f"{statistics.mean(r['seconds_per_epoch'] for r in runs):.1f} |")
+                     f"{statistics.mean(scores.values()):.3f} | "
+                     f"{f'{statistics.mean(train):.2f}' if train and not candidate.scored_on else '-'} | {gain} | "
+                     f"{outcome} | {statistics.mean(r['seconds_per_epoch'] for r in runs):.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,34 +36,41 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nbformat  # noqa: E402
-import papermill  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from nbclient import NotebookClient  # noqa: E402
+import matplotlib.pyplot as plt
+import nbformat
+import papermill
+import torch
+from matplotlib.figure import Figure
+from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import torch  # noqa: E402
-from model import ARCHITECTURES, build_network, count_parameters  # noqa: E402
+from model import ARCHITECTURES  # noqa: E402
 from crossval import CANDIDATES, train_candidate  # noqa: E402
 from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, REFERENCE_TRAINING, run_reference  # noqa: E402
-from utils import (MIN_TEST_ACCURACY, Augmentation, History, TensorLoader, device_name, fit,  # noqa: E402
-                   mnist_tensors, seed_everything, trained_what)
-
+from utils import (MIN_TEST_ACCURACY, History, Recipe, TensorLoader, device_name, mnist_tensors,  # noqa: E402
+                   seed_everything, train_network)
 
 NOTEBOOK = ROOT / "S6.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+# ------------------------------------------------------------------------------- the notebook itself
 
 
 def notebook_defaults() -> dict:
     """The values in the notebook's `parameters` cell."""
     return {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
+
+
+def notebook_recipe(parameters: dict) -> Recipe:
+    """The Recipe the notebook builds from its parameters (the cell after the `parameters` cell)."""
+    return Recipe(epochs=parameters["EPOCHS"], max_lr=parameters["MAX_LR"], schedule=parameters["SCHEDULE"],
+                  batch_size=parameters["BATCH_SIZE"], clean_final_epochs=parameters["CLEAN_FINAL_EPOCHS"])
 
 
 def run_notebook(width: int, seed: int, epochs: int, artifacts: Path) -> History:
@@ -84,9 +91,6 @@ def run_notebook(width: int, seed: int, epochs: int, artifacts: Path) -> History
     return History.load(artifacts / "history.json")
 
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
 def run_and_store_notebook() -> None:
     """Execute S6.ipynb unchanged, as `jupyter nbconvert --execute --inplace` would, and save it in place,
     without the progress bars' widgets: they are live when a person runs the notebook, but stored they
@@ -101,94 +105,23 @@ def run_and_store_notebook() -> None:
     nbformat.write(notebook, NOTEBOOK)
 
 
-def results_table(runs: dict[tuple[int, int], History]) -> str:
-    """One Markdown row per run, then the median, lowest and highest of each width."""
-    lines = ["| width | parameters | seed | epochs | last-epoch test acc | best-epoch test acc | s/epoch | "
-             "whole notebook | device |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (width, seed), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1])):
-        lines.append(f"| {width} | {h.parameters:,} | {seed} | {h.epochs} | **{h.test_acc[-1]:.2f}%** | "
-                     f"{max(h.test_acc):.2f}% | {statistics.mean(h.epoch_seconds):.1f} | "
-                     f"{_minutes(h)} | {h.device} |")
-    lines += ["", "| width | parameters | runs | median last-epoch acc | lowest | highest |", "|---:|---:|---:|---:|---:|---:|"]
-    for width in sorted({w for w, _ in runs}, reverse=True):
-        last = [h.test_acc[-1] for (w, _), h in runs.items() if w == width]
-        parameters = next(h.parameters for (w, _), h in runs.items() if w == width)
-        lines.append(f"| {width} | {parameters:,} | {len(last)} | **{statistics.median(last):.2f}%** | "
-                     f"{min(last):.2f}% | {max(last):.2f}% |")
-    return "\n".join(lines) + "\n"
+# ------------------------------------------------------------------------------------- the records
 
 
-def _minutes(history: History) -> str:
-    """The whole notebook's wall time, as recorded by main(); runs reused from an earlier sweep may lack it."""
-    minutes = history.config.get("notebook_minutes")
-    return "n/a" if minutes is None else f"{minutes:.1f} min"
-
-
-def plot_accuracy_vs_parameters(runs: dict[tuple[int, int], History]) -> Figure:
-    """Last-epoch test accuracy against parameter count, one point per run, with the 99.40% line."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for width in sorted({w for w, _ in runs}):
-        points = [(h.parameters, h.test_acc[-1]) for (w, _), h in runs.items() if w == width]
-        ax.scatter(*zip(*points), label=f"n_channels={width}", alpha=0.8)
-    ax.scatter([REFERENCE_PARAMETERS], [REFERENCE_PUBLISHED_ACCURACY], marker="*", s=150, color="black",
-               label="reference design (published)")
-    ax.axhline(MIN_TEST_ACCURACY, color="grey", linestyle="--", label="99.40% target")
-    ax.set(xlabel="trainable parameters", ylabel="last-epoch test accuracy (%)",
-           title="S6 Net: one point per seed")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def history_record(history: History, width: int | None) -> dict:
-    """The plain record of one run of the notebook's training, for benchmarks/results.json."""
-    return dict(config=history.config, parameters=history.parameters, seed=history.config["seed"], width=width,
-                epochs=history.epochs, last_test_acc=history.test_acc[-1], test_acc_per_epoch=history.test_acc,
-                device=history.device, seconds_per_epoch=statistics.mean(history.epoch_seconds))
-
-
-def results_records(runs: dict[tuple[int, int], History]) -> list[dict]:
-    """One plain record per run, for benchmarks/results.json."""
-    return [history_record(h, width) for (width, _), h in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))]
-
-
-def reference_run(job: tuple[int, int, str]) -> dict:
-    """Train the reference recipe once with this seed and number of epochs on this device (on the CPU one
-    thread, plus its loader's two worker processes); returns its record for results.json."""
-    seed, epochs, device = job
-    device = torch.device(device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    seed_everything(seed)
-    seconds, accuracies = run_reference(epochs, device, None)
-    config = dict(recipe="reference", epochs=epochs, **REFERENCE_TRAINING, seed=seed)
-    return dict(config=config, parameters=REFERENCE_PARAMETERS, seed=seed, epochs=epochs,
-                last_test_acc=accuracies[-1], test_acc_per_epoch=accuracies, device=device_name(device),
-                seconds_per_epoch=statistics.mean(seconds))
-
-
-def candidate_run(job: tuple[str, int]) -> dict:
-    """Train cross-validation candidate `name` with this seed on all 60,000 training images (CPU, one
-    thread) and test it; returns its record for results.json."""
-    name, seed = job
-    torch.set_num_threads(1)
-    candidate = CANDIDATES[name]
-    train_images, train_labels = mnist_tensors(train=True)
-    test_images, test_labels = mnist_tensors(train=False)
-    model, history, _ = train_candidate(name, train_images, train_labels, test_images, test_labels, seed)
-    config = {**history.config, "recipe": name, "architecture": candidate.build.__name__,
-              "description": candidate.description,
-              "augmentation": vars(candidate.augmentation), "seed": seed}
-    return dict(config=config, parameters=count_parameters(model), seed=seed, epochs=candidate.epochs,
-                last_test_acc=history.test_acc[-1], test_acc_per_epoch=history.test_acc,
-                device=history.device, seconds_per_epoch=statistics.mean(history.epoch_seconds))
+def history_record(history: History, recipe: str = "notebook", **extra) -> dict:
+    """The plain record of one training run, for results.json: which recipe (by name) on which network
+    with which batch size, the seed, every epoch's test accuracy, and the recipe's settings."""
+    return dict(recipe=recipe, network=history.network, width=history.width,
+                batch_size=history.recipe.batch_size, seed=history.seed, epochs=history.epochs,
+                parameters=history.parameters, last_test_acc=history.test_acc[-1],
+                test_acc_per_epoch=history.test_acc, device=history.device,
+                seconds_per_epoch=statistics.mean(history.epoch_seconds), settings=asdict(history.recipe), **extra)
 
 
 def record_key(record: dict) -> tuple:
     """What makes two results.json records the same run: the recipe, the network, the batch size, the
     network's width, the seed and the epochs."""
-    return *trained_what(record["config"]), record.get("width"), record["seed"], record["epochs"]
+    return tuple(record[key] for key in ("recipe", "network", "batch_size", "width", "seed", "epochs"))
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
@@ -205,39 +138,95 @@ def add_to_results(path: Path, records: list[dict]) -> None:
     path.write_text(json.dumps(merge_records(old, records), indent=1))
 
 
-def store_as_they_end(records: Iterable[dict], path: Path) -> None:
+def store_as_they_end(records: Iterable[dict], path: Path) -> list[dict]:
     """Report each run and add it to the results file at `path` as soon as it ends, so that an interrupted
-    sweep keeps what it finished."""
+    sweep keeps what it finished; returns the records."""
+    stored = []
     for record in records:
-        recipe, network, batch_size = trained_what(record["config"])
-        print(f"{recipe}{f' on {network}' if network else ''}{f', batches of {batch_size}' if batch_size else ''} "
-              f"seed {record['seed']}: {record['last_test_acc']:.2f}% at epoch {record['epochs']} "
+        print(f"{record['recipe']} on {record['network']}, batches of {record['batch_size']}, seed "
+              f"{record['seed']}: {record['last_test_acc']:.2f}% at epoch {record['epochs']} "
               f"({record['seconds_per_epoch']:.0f} s per epoch)", flush=True)
         add_to_results(path, [record])
+        stored.append(record)
+    return stored
 
 
-def direct_run(job: tuple[str, int, int, int, str, dict]) -> History:
-    """Train the notebook's recipe without the notebook: its default parameters (`defaults`, read once by
-    the caller), with this network (ARCHITECTURE), width and seed, on `device`, seeded as the notebook's
-    training cell is; returns the history."""
-    architecture, width, seed, epochs, device_name, defaults = job
-    device = torch.device(device_name)
+def results_table(records: list[dict]) -> str:
+    """One Markdown row per run of Net, then the median, lowest and highest of each width."""
+    records = sorted(records, key=lambda r: (-r["width"], r["seed"]))
+    lines = ["| width | parameters | seed | epochs | last-epoch test acc | best-epoch test acc | s/epoch | "
+             "whole notebook | device |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in records:
+        minutes = "n/a" if r.get("notebook_minutes") is None else f"{r['notebook_minutes']:.1f} min"
+        lines.append(f"| {r['width']} | {r['parameters']:,} | {r['seed']} | {r['epochs']} | "
+                     f"**{r['last_test_acc']:.2f}%** | {max(r['test_acc_per_epoch']):.2f}% | "
+                     f"{r['seconds_per_epoch']:.1f} | {minutes} | {r['device']} |")
+    lines += ["", "| width | parameters | runs | median last-epoch acc | lowest | highest |", "|---:|---:|---:|---:|---:|---:|"]
+    for width in sorted({r["width"] for r in records}, reverse=True):
+        last = [r["last_test_acc"] for r in records if r["width"] == width]
+        parameters = next(r["parameters"] for r in records if r["width"] == width)
+        lines.append(f"| {width} | {parameters:,} | {len(last)} | **{statistics.median(last):.2f}%** | "
+                     f"{min(last):.2f}% | {max(last):.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_parameters(records: list[dict]) -> Figure:
+    """Last-epoch test accuracy against parameter count, one point per run of Net, with the 99.40% line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for width in sorted({r["width"] for r in records}):
+        points = [(r["parameters"], r["last_test_acc"]) for r in records if r["width"] == width]
+        ax.scatter(*zip(*points), label=f"n_channels={width}", alpha=0.8)
+    ax.scatter([REFERENCE_PARAMETERS], [REFERENCE_PUBLISHED_ACCURACY], marker="*", s=150, color="black",
+               label="reference design (published)")
+    ax.axhline(MIN_TEST_ACCURACY, color="grey", linestyle="--", label="99.40% target")
+    ax.set(xlabel="trainable parameters", ylabel="last-epoch test accuracy (%)",
+           title="S6 Net: one point per seed")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_results(records: list[dict], out: Path, total_minutes: float) -> None:
+    """Write results.md and accuracy_vs_parameters.png for a sweep of Net's widths into `out` (its runs
+    are in results.json already)."""
+    table = results_table(records)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(
+        f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
+        f"for the runs it executed.\n\n{table}")
+    plot_accuracy_vs_parameters(records).savefig(out / "accuracy_vs_parameters.png", dpi=120)
+    print(table)
+    print(f"wall time of this sweep: {total_minutes:.1f} minutes")
+
+
+# ------------------------------------------------------------------------------- one run of each kind
+
+
+def on_one_thread_if_cpu(device: torch.device) -> None:
+    """Runs side by side on the CPU take one thread each, so that they do not fight over the cores."""
     if device.type == "cpu":
         torch.set_num_threads(1)
-    seed_everything(seed)
-    train_loader = TensorLoader.mnist(True, device, defaults["BATCH_SIZE"], augmentation=Augmentation())
-    test_loader = TensorLoader.mnist(False, device, batch_size=1000)
-    seed_everything(seed)
-    model = train_loader.prepare(build_network(architecture, width, defaults["DROPOUT"]))
-    history = fit(model, train_loader, test_loader, epochs, max_lr=defaults["MAX_LR"],
-                  clean_final_epochs=defaults["CLEAN_FINAL_EPOCHS"], schedule=defaults["SCHEDULE"], verbose=False)
-    history.config.update(seed=seed, architecture=architecture, n_channels=width, dropout=defaults["DROPOUT"],
-                          direct=True)
-    return history
 
 
-def sweep_run(job: tuple[int, int, int, Path, bool]) -> History:
-    """Run one notebook of the sweep (or store the default one) and record its wall time."""
+def direct_run(job: tuple[str, int | None, int, str, dict]) -> dict:
+    """The notebook's training without the notebook: `utils.train_network`, as its training cell calls it,
+    with its parameters (`parameters`) and this network, width and seed, on the device named; returns the
+    run's record."""
+    architecture, width, seed, device_type, parameters = job
+    device = torch.device(device_type)
+    on_one_thread_if_cpu(device)
+    train_loader = TensorLoader.for_training(*mnist_tensors(train=True, device=device), notebook_recipe(parameters))
+    test_loader = TensorLoader.for_evaluation(*mnist_tensors(train=False, device=device))
+    network = dict(architecture=architecture, dropout=parameters["DROPOUT"])
+    if architecture == "Net":
+        network["n_channels"] = width
+    _, history = train_network(train_loader, test_loader, notebook_recipe(parameters), seed, verbose=False, **network)
+    return history_record(history)
+
+
+def sweep_run(job: tuple[int, int, int, Path, bool]) -> dict:
+    """Run one notebook of the sweep (or store the default one); returns its record with its wall time."""
     width, seed, epochs, artifacts, stored = job
     start = time.perf_counter()
     if stored:
@@ -245,12 +234,102 @@ def sweep_run(job: tuple[int, int, int, Path, bool]) -> History:
         history = History.load(artifacts / "history.json")
     else:
         history = run_notebook(width, seed, epochs, artifacts)
-    history.config["notebook_minutes"] = (time.perf_counter() - start) / 60
-    history.save(artifacts / "history.json")
-    return history
+    return history_record(history, notebook_minutes=(time.perf_counter() - start) / 60)
 
 
-def main() -> None:
+def reference_run(job: tuple[int, int, str]) -> dict:
+    """Train the reference recipe once with this seed and number of epochs on this device (on the CPU one
+    thread, plus its loader's two worker processes); returns its record for results.json."""
+    seed, epochs, device_type = job
+    device = torch.device(device_type)
+    on_one_thread_if_cpu(device)
+    seed_everything(seed)
+    seconds, accuracies = run_reference(epochs, device, None)
+    return dict(recipe="reference", network="ReferenceNet", width=None, batch_size=REFERENCE_TRAINING["batch_size"],
+                seed=seed, epochs=epochs, parameters=REFERENCE_PARAMETERS, last_test_acc=accuracies[-1],
+                test_acc_per_epoch=accuracies, device=device_name(device), seconds_per_epoch=statistics.mean(seconds),
+                settings=dict(REFERENCE_TRAINING))
+
+
+def candidate_run(job: tuple[str, int]) -> dict:
+    """Train cross-validation candidate `name` with this seed on all 60,000 training images (CPU, one
+    thread) and test it; returns its record for results.json."""
+    name, seed = job
+    torch.set_num_threads(1)
+    train_images, train_labels = mnist_tensors(train=True)
+    test_images, test_labels = mnist_tensors(train=False)
+    _, history, _ = train_candidate(name, train_images, train_labels, test_images, test_labels, seed)
+    return history_record(history, recipe=name, description=CANDIDATES[name].description)
+
+
+# ------------------------------------------------------------------------------------------- modes
+
+
+def quiet_workers() -> None:
+    """Worker processes inherit the environment: their progress bars would only clutter the log."""
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+def reference_mode(args: argparse.Namespace) -> None:
+    """--reference: the reference recipe's seeds."""
+    jobs = [(seed, args.epochs, args.device) for seed in args.seeds]
+    quiet_workers()
+    # Not a multiprocessing.Pool: its daemonic workers may not start the loader's worker processes.
+    with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        store_as_they_end(pool.map(reference_run, jobs), args.out / "results.json")
+
+
+def candidate_mode(args: argparse.Namespace) -> None:
+    """--candidate NAME: a cross-validation candidate's recipe, tested on the test set."""
+    quiet_workers()
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        store_as_they_end(pool.imap(candidate_run, [(args.candidate, seed) for seed in args.seeds]),
+                          args.out / "results.json")
+
+
+def direct_mode(args: argparse.Namespace, parameters: dict) -> None:
+    """--direct: the notebook's training called directly, many runs at once on one device."""
+    # PublicSmallNet has one width; Net is swept over --widths.
+    widths = args.widths if args.architecture == "Net" else [None]
+    parameters = dict(parameters, EPOCHS=args.epochs)
+    jobs = [(args.architecture, width, seed, args.device, parameters)
+            for index, width in enumerate(widths) for seed in (args.seeds if index == 0 else args.small_seeds)]
+    start = time.perf_counter()
+    quiet_workers()
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        records = store_as_they_end(pool.imap(direct_run, jobs), args.out / "results.json")
+    # results.md and the plot are drawn per width of Net; another network's runs are only stored.
+    if args.architecture == "Net":
+        write_results(records, args.out, (time.perf_counter() - start) / 60)
+
+
+def sweep_mode(args: argparse.Namespace, parameters: dict) -> None:
+    """The default: execute the whole notebook once per width and seed (papermill)."""
+    start, records, jobs = time.perf_counter(), [], []
+    for index, width in enumerate(args.widths):
+        for seed in args.seeds if index == 0 else args.small_seeds:
+            stored = args.store_notebook and (width, seed, args.epochs) == (
+                parameters["N_CHANNELS"], parameters["SEED"], parameters["EPOCHS"])
+            artifacts = ROOT / parameters["ARTIFACTS_DIR"] if stored else ROOT / "artifacts" / "seeds" / f"w{width}_s{seed}"
+            if args.resume and (artifacts / "history.json").exists():
+                records.append(history_record(History.load(artifacts / "history.json")))
+            else:
+                jobs.append((width, seed, args.epochs, artifacts, stored))
+    if args.processes > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every notebook's kernel: one thread each
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        for record in pool.imap(sweep_run, jobs):
+            records.append(record)
+            print(f"width {record['width']} seed {record['seed']}: {record['parameters']:,} parameters, "
+                  f"last-epoch test accuracy {record['last_test_acc']:.2f}% "
+                  f"(whole notebook: {record['notebook_minutes']:.1f} min)", flush=True)
+    # Every run of the sweep, including those reused with --resume: an interrupted sweep may not have stored them.
+    add_to_results(args.out / "results.json", records)
+    write_results(records, args.out, (time.perf_counter() - start) / 60)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: options that a mode would ignore are refused."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 5])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
@@ -265,7 +344,7 @@ def main() -> None:
     parser.add_argument("--store-only", action="store_true",
                         help="only execute S6.ipynb with its default parameters and save it in place")
     parser.add_argument("--processes", type=int, default=1,
-                        help="notebooks run at once; with more than one, each runs on one thread")
+                        help="runs at once; with more than one on the CPU, each runs on one thread")
     parser.add_argument("--direct", action="store_true",
                         help="call the notebook's training directly instead of executing the notebook")
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="Net",
@@ -281,77 +360,27 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="with --direct or --reference: where the runs train "
                              "(default: cuda if there is a GPU)")
-    args = parser.parse_args()
-    if args.store_only:
-        run_and_store_notebook()
-        return
-    if args.reference:
-        jobs = [(seed, args.epochs, args.device) for seed in args.seeds]
-        # Not a multiprocessing.Pool: its daemonic workers may not start the loader's worker processes.
-        with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            store_as_they_end(pool.map(reference_run, jobs), args.out / "results.json")
-        return
-    if args.candidate:
-        if args.candidate not in CANDIDATES:
-            parser.error(f"unknown candidate {args.candidate!r}; choose from {list(CANDIDATES)}")
-        os.environ["TQDM_DISABLE"] = "1"  # inherited by the workers: their progress bars would clutter the log
-        jobs = [(args.candidate, seed) for seed in args.seeds]
-        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            store_as_they_end(pool.imap(candidate_run, jobs), args.out / "results.json")
-        return
+    args = parser.parse_args(argv)
     if args.batch_size is not None and not args.direct:
         parser.error("--batch-size applies to --direct runs only")
-    defaults = notebook_defaults()
-    if args.batch_size is not None:
-        defaults["BATCH_SIZE"] = args.batch_size
-    if args.direct:
-        # PublicSmallNet has one width; Net is swept over --widths.
-        widths = args.widths if args.architecture == "Net" else [None]
-        jobs = [(args.architecture, width, seed, args.epochs, args.device, defaults)
-                for index, width in enumerate(widths) for seed in (args.seeds if index == 0 else args.small_seeds)]
-        start, runs = time.perf_counter(), {}
-        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            for (_, width, seed, *_), history in zip(jobs, pool.imap(direct_run, jobs)):
-                store_as_they_end([history_record(history, width)], args.out / "results.json")
-                runs[width, seed] = history
-        # results.md and the plot are drawn per width of Net; another network's runs are only stored.
-        if args.architecture == "Net":
-            write_results(runs, args.out, (time.perf_counter() - start) / 60)
-        return
-
-    start, runs, jobs = time.perf_counter(), {}, []
-    for index, width in enumerate(args.widths):
-        for seed in args.seeds if index == 0 else args.small_seeds:
-            stored = args.store_notebook and (width, seed, args.epochs) == (
-                defaults["N_CHANNELS"], defaults["SEED"], defaults["EPOCHS"])
-            artifacts = ROOT / defaults["ARTIFACTS_DIR"] if stored else ROOT / "artifacts" / "seeds" / f"w{width}_s{seed}"
-            if args.resume and (artifacts / "history.json").exists():
-                runs[width, seed] = History.load(artifacts / "history.json")
-            else:
-                jobs.append((width, seed, args.epochs, artifacts, stored))
-    if args.processes > 1:
-        os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every notebook's kernel: one thread each
-    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-        for (width, seed, *_), history in zip(jobs, pool.imap(sweep_run, jobs)):
-            runs[width, seed] = history
-            print(f"width {width} seed {seed}: {history.parameters:,} parameters, last-epoch test accuracy "
-                  f"{history.test_acc[-1]:.2f}% (whole notebook: {_minutes(history)})", flush=True)
-    # Every run of the sweep, including those reused with --resume: an interrupted sweep may not have stored them.
-    add_to_results(args.out / "results.json", results_records(runs))
-    write_results(runs, args.out, (time.perf_counter() - start) / 60)
+    if args.candidate is not None and args.candidate not in CANDIDATES:
+        parser.error(f"unknown candidate {args.candidate!r}; choose from {list(CANDIDATES)}")
+    return args
 
 
-def write_results(runs: dict[tuple[int, int], History], out: Path, total_minutes: float) -> None:
-    """Write results.md and accuracy_vs_parameters.png for a sweep of Net's widths into `out` (its runs
-    are in results.json already)."""
-    table = results_table(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(
-        f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
-        f"for the runs it executed.\n\n{table}")
-    plot_accuracy_vs_parameters(runs).savefig(out / "accuracy_vs_parameters.png", dpi=120)
-    print(table)
-    print(f"wall time of this sweep: {total_minutes:.1f} minutes")
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    if args.store_only:
+        run_and_store_notebook()
+    elif args.reference:
+        reference_mode(args)
+    elif args.candidate:
+        candidate_mode(args)
+    else:
+        parameters = notebook_defaults()
+        if args.batch_size is not None:
+            parameters["BATCH_SIZE"] = args.batch_size
+        (direct_mode if args.direct else sweep_mode)(args, parameters)
 
 
 if __name__ == "__main__":

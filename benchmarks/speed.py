@@ -24,8 +24,8 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model import Net, ReferenceNet, count_parameters  # noqa: E402
-from utils import (MNIST_MEAN, MNIST_STD, Augmentation, TensorLoader, device_name, fit, load_mnist,  # noqa: E402
-                   pick_device, seed_everything, test_transforms)
+from utils import (MNIST_MEAN, MNIST_STD, Recipe, TensorLoader, device_name, fit, load_mnist,  # noqa: E402
+                   mnist_tensors, pick_device, seed_everything, test_transforms)
 
 TRAIN_IMAGES = 60_000
 REFERENCE_PARAMETERS = 19_866
@@ -95,11 +95,12 @@ def run_net_per_image(epochs: int, device: torch.device, data_dir: str | None) -
 
 def run_project(epochs: int, device: torch.device, data_dir: str | None) -> tuple[list[float], list[float]]:
     """Train this project's Net with its tensor pipeline, as the notebook does."""
-    train_loader = TensorLoader.mnist(True, device, augmentation=Augmentation(), data_dir=data_dir)
-    test_loader = TensorLoader.mnist(False, device, batch_size=1000, data_dir=data_dir)
-    model = train_loader.prepare(Net())
     # Augmented epochs only: the recipe's clean final epochs skip the augmentation and would flatter it.
-    history = fit(model, train_loader, test_loader, epochs, clean_final_epochs=0, verbose=False)
+    recipe = Recipe(epochs=epochs, clean_final_epochs=0)
+    train_loader = TensorLoader.for_training(*mnist_tensors(train=True, data_dir=data_dir, device=device), recipe)
+    test_loader = TensorLoader.for_evaluation(*mnist_tensors(train=False, data_dir=data_dir, device=device))
+    model = train_loader.prepare(Net())
+    history = fit(model, train_loader, test_loader, recipe, verbose=False)
     return history.epoch_seconds, history.test_acc
 
 

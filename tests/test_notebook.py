@@ -56,7 +56,7 @@ def parameter(cells, name: str):
 def test_stored_notebook_is_a_complete_run(cells):
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(c["execution_count"] for c in code)
-    training = next(c for c in code if "utils.fit(" in "".join(c["source"]))
+    training = next(c for c in code if "utils.train_network(" in "".join(c["source"]))
     epoch_lines = [line for o in training["outputs"] if o["output_type"] == "stream"
                    for line in "".join(o["text"]).splitlines() if line.startswith("epoch")]
     assert len(epoch_lines) == parameter(cells, "EPOCHS")
