@@ -88,11 +88,14 @@ def device_name(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Ranges of the random affine transform applied to each training image."""
+    """Ranges of the random transforms applied to each training image: an affine transform, and
+    optionally an elastic distortion on top of it (Simard, Steinkraus and Platt, 2003)."""
 
     max_degrees: float = 10.0  # rotation in [-max_degrees, +max_degrees]
     max_shift: float = 0.1  # translation, as a fraction of the image size, in each direction
     max_zoom: float = 0.1  # scale in [1 - max_zoom, 1 + max_zoom]
+    elastic_alpha: float = 0.0  # scale of the elastic displacement field, in pixels (0: no elastic distortion)
+    elastic_sigma: float = 4.0  # width of the Gaussian that smooths that field, in pixels
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
@@ -151,9 +154,24 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - MNIST_MEAN) / MNIST_STD
 
 
+def elastic_displacement(n: int, size: int, alpha: float, sigma: float, device: torch.device) -> torch.Tensor:
+    """Random smooth displacement fields, N x size x size x 2, in pixels: uniform noise in [-1, 1] for every
+    pixel and direction, smoothed by a Gaussian of `sigma` pixels (one pass per axis), scaled by `alpha`."""
+    radius = max(1, round(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    field = torch.empty(n * 2, 1, size, size, device=device).uniform_(-1, 1)
+    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):  # along the width, then along the height
+        padding = (radius, radius, 0, 0) if shape[-1] == -1 else (0, 0, radius, radius)
+        field = F.conv2d(F.pad(field, padding, mode="reflect"), kernel.reshape(shape))
+    return alpha * field.reshape(n, 2, size, size).permute(0, 2, 3, 1)
+
+
 def augment_batch(images: torch.Tensor, aug: Augmentation = Augmentation()) -> torch.Tensor:
     """Rotate, shift and zoom every image of a float batch (N x C x H x W, values in [0, 1]) by its own
-    random amounts, in one `affine_grid` + `grid_sample` call on the batch's device."""
+    random amounts, and distort it elastically if `aug.elastic_alpha` is above 0, in one `grid_sample`
+    call on the batch's device."""
     n, device = images.shape[0], images.device
     angle = torch.empty(n, device=device).uniform_(-1, 1) * math.radians(aug.max_degrees)
     zoom = torch.empty(n, device=device).uniform_(1 - aug.max_zoom, 1 + aug.max_zoom)
@@ -163,6 +181,11 @@ def augment_batch(images: torch.Tensor, aug: Augmentation = Augmentation()) -> t
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if aug.elastic_alpha > 0:
+        # Each output pixel samples a few pixels away, by a field that varies smoothly across the digit:
+        # a pixel is 2 / size in grid coordinates.
+        size = images.shape[-1]
+        grid = grid + elastic_displacement(n, size, aug.elastic_alpha, aug.elastic_sigma, device) * (2 / size)
     # Pixels that come from outside the image are 0: MNIST's black background.
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

@@ -199,6 +199,10 @@ CANDIDATES = {
     # The recipe at 19 epochs, against levers not yet tried there.
     "batch-128-19": Candidate("the 19-epoch recipe with batches of 128 instead of 256: twice the steps",
                               replace(RECIPE, batch_size=128), baseline="epochs-19"),
+    "elastic-19": Candidate("the 19-epoch recipe with an elastic distortion on top of the affine augmentation "
+                            "(Simard et al. 2003: sigma 4 pixels, alpha 34)",
+                            replace(RECIPE, augmentation=replace(RECIPE.augmentation, elastic_alpha=34.0,
+                                                                 elastic_sigma=4.0)), baseline="epochs-19"),
     "ema-19": Candidate("the 19-epoch recipe scored on an exponential moving average of its weights (decay "
                         "chosen on fold 0), BatchNorm statistics recomputed for the averaged weights",
                         replace(RECIPE, ema_decay=EMA_DECAY), baseline="epochs-19"),

@@ -1,5 +1,6 @@
 """Tests of the data path, the training loop, saving, predicting and the plots."""
 import math
+from dataclasses import replace
 
 import matplotlib
 import numpy as np
@@ -111,6 +112,30 @@ def test_augment_batch_shifts_by_up_to_the_requested_fraction_and_no_further():
     assert float(offsets.abs().max()) <= 3.0 + 1e-3  # never past the requested fraction
     assert float(offsets.abs().max()) > 2.8  # and up to it
     assert float(offsets.mean(0).abs().max()) < 0.1  # in both directions alike
+
+
+def test_elastic_displacement_is_smooth_centred_and_scaled_by_alpha():
+    torch.manual_seed(0)
+    field = utils.elastic_displacement(500, 28, alpha=34.0, sigma=4.0, device=torch.device("cpu"))
+    assert field.shape == (500, 28, 28, 2)
+    assert abs(float(field.mean())) < 0.1 and 1.0 < float(field.std()) < 3.0  # a pixel or two, either way
+    # Smooth: neighbouring pixels move almost alike, far more alike than independent noise would.
+    neighbours = torch.corrcoef(torch.stack([field[:, :, :-1].flatten(), field[:, :, 1:].flatten()]))[0, 1]
+    assert float(neighbours) > 0.9
+    torch.manual_seed(0)
+    doubled = utils.elastic_displacement(500, 28, alpha=68.0, sigma=4.0, device=torch.device("cpu"))
+    assert torch.allclose(doubled, 2 * field)
+
+
+def test_augment_batch_distorts_elastically_only_when_asked():
+    images = synthetic_digits(8)[0].float() / 255
+    plain = Augmentation(max_degrees=0, max_shift=0, max_zoom=0)
+    torch.manual_seed(0)
+    distorted = augment_batch(images, replace(plain, elastic_alpha=34.0))
+    assert not torch.allclose(distorted, images, atol=1e-3)
+    assert 0 <= float(distorted.min()) and float(distorted.max()) <= 1 + 1e-6
+    # No elastic field, no random draw for one: the affine part alone is the identity here.
+    assert torch.allclose(augment_batch(images, plain), images, atol=1e-5)
 
 
 def test_tensor_loader_visits_every_image_once_per_epoch():
