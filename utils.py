@@ -544,6 +544,8 @@ class History:
     test_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    # With an ema_decay: the last epoch's accuracy of the trained weights themselves, before averaging.
+    last_weights_test_acc: float | None = None
 
     def record(self, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
                seconds: float) -> None:
@@ -579,7 +581,7 @@ def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader,
     the current weights. The last `clean_final_epochs` epochs (all of them, if there are fewer) train on
     unaugmented digits: the network finishes on digits like the ones it will be tested on. With an
     `ema_decay`, an exponential moving average of the weights (PyTorch's `AveragedModel`) is what is
-    scored, and `model` ends with the averaged weights.
+    scored, and `model` ends with the averaged weights (the History keeps the last weights' own score too).
     """
     if (train_loader.batch_size, train_loader.augmentation) != (recipe.batch_size, recipe.augmentation):
         raise ValueError(f"the training loader must batch as the recipe says (batches of {recipe.batch_size}, "
@@ -617,6 +619,8 @@ def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader,
             print(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
                   f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  ({history.epoch_seconds[-1]:.1f} s)")
     if averaged is not None:
+        recompute_batchnorm_statistics(model, statistics_loader, recipe.bn_batches)
+        history.last_weights_test_acc = test(model, eval_loader)[1]
         model.load_state_dict(averaged.module.state_dict())
     return history
 

@@ -9,49 +9,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import seeds  # noqa: E402
 
 
-def record(seed: int, accuracy: float, recipe: str | None = None, width: int | None = 8, epochs: int = 15) -> dict:
-    config = {"recipe": recipe} if recipe else {}
-    return dict(config=config, seed=seed, width=width, epochs=epochs, last_test_acc=accuracy)
+def record(seed: int, accuracy: float, recipe: str = "notebook", width: int | None = 8, epochs: int = 15,
+           network: str = "Net", batch_size: int = 256) -> dict:
+    return dict(recipe=recipe, network=network, batch_size=batch_size, seed=seed, width=width, epochs=epochs,
+                last_test_acc=accuracy)
 
 
 def test_merge_records_replaces_only_the_runs_it_reran():
-    old = [record(1, 99.5), record(2, 99.6), record(1, 99.4, recipe="reference", width=None, epochs=19)]
+    old = [record(1, 99.5), record(2, 99.6),
+           record(1, 99.4, recipe="reference", width=None, epochs=19, network="ReferenceNet", batch_size=512)]
     new = [record(2, 99.7), record(3, 99.55)]
     merged = seeds.merge_records(old, new)
     assert [(r["seed"], r["last_test_acc"]) for r in merged] == [(1, 99.5), (1, 99.4), (2, 99.7), (3, 99.55)]
     # The reference's seed 1 is another run than the project's seed 1, and survives a project sweep.
-    assert seeds.record_key(merged[1]) == ("reference", None, None, None, 1, 19)
+    assert seeds.record_key(merged[1]) == ("reference", "ReferenceNet", 512, None, 1, 19)
 
 
 def test_the_notebooks_recipe_on_another_network_is_another_run():
     net_run = record(1, 99.5)
-    other_network = dict(record(1, 99.45, width=None), config={"architecture": "PublicSmallNet"})
+    other_network = record(1, 99.45, width=None, network="PublicSmallNet")
     merged = seeds.merge_records([net_run], [other_network])
-    assert [seeds.record_key(r) for r in merged] == [("project", "Net", None, 8, 1, 15),
-                                                      ("project", "PublicSmallNet", None, None, 1, 15)]
+    assert [seeds.record_key(r) for r in merged] == [("notebook", "Net", 256, 8, 1, 15),
+                                                      ("notebook", "PublicSmallNet", 256, None, 1, 15)]
 
 
 def test_the_notebooks_recipe_with_another_batch_size_is_another_run():
     def small_net_run(accuracy, batch_size):
-        return dict(record(1, accuracy, width=None), config={"architecture": "PublicSmallNet", "batch_size": batch_size})
+        return record(1, accuracy, width=None, network="PublicSmallNet", batch_size=batch_size)
 
     merged = seeds.merge_records([small_net_run(99.45, 256)], [small_net_run(99.5, 128)])
-    assert [(r["config"]["batch_size"], r["last_test_acc"]) for r in merged] == [(256, 99.45), (128, 99.5)]
+    assert [(r["batch_size"], r["last_test_acc"]) for r in merged] == [(256, 99.45), (128, 99.5)]
 
 
 def test_batch_size_is_refused_where_it_would_be_ignored(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["seeds.py", "--batch-size", "128", "--seeds", "1"])
     with pytest.raises(SystemExit):
-        seeds.main()
+        seeds.main(["--batch-size", "128", "--seeds", "1"])
     assert "--batch-size applies to --direct runs only" in capsys.readouterr().err
 
 
 def test_add_to_results_keeps_what_it_does_not_rerun(tmp_path):
     path = tmp_path / "a new folder" / "results.json"
     seeds.add_to_results(path, [record(1, 99.5)])
-    seeds.add_to_results(path, [record(1, 99.4, recipe="reference", width=None, epochs=19), record(1, 99.6)])
-    assert [(r["config"].get("recipe"), r["last_test_acc"]) for r in json.loads(path.read_text())] == [
-        ("reference", 99.4), (None, 99.6)]
+    seeds.add_to_results(path, [record(1, 99.4, recipe="reference", width=None, epochs=19, network="ReferenceNet"),
+                                record(1, 99.6)])
+    assert [(r["recipe"], r["last_test_acc"]) for r in json.loads(path.read_text())] == [
+        ("reference", 99.4), ("notebook", 99.6)]
 
 
 def test_store_as_they_end_keeps_every_run_that_ended_before_an_interruption(tmp_path, capsys):
@@ -59,20 +61,44 @@ def test_store_as_they_end_keeps_every_run_that_ended_before_an_interruption(tmp
 
     def runs_then_interrupted():
         for seed in (1, 2):
-            yield dict(record(seed, 99.5 + seed / 100, recipe="reference", width=None), seconds_per_epoch=30.0)
+            yield dict(record(seed, 99.5 + seed / 100, recipe="reference", width=None, network="ReferenceNet"),
+                       seconds_per_epoch=30.0)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         seeds.store_as_they_end(runs_then_interrupted(), path)
     assert [r["seed"] for r in json.loads(path.read_text())] == [1, 2]
-    assert "reference seed 2: 99.52% at epoch 15" in capsys.readouterr().out
+    assert "reference on ReferenceNet, batches of 256, seed 2: 99.52% at epoch 15" in capsys.readouterr().out
 
 
-def test_history_record_keeps_the_seed_network_and_every_epochs_accuracy():
-    history = seeds.History(parameters=7_918, device="CPU", config={"seed": 3, "architecture": "PublicSmallNet"})
+def test_history_record_keeps_the_recipe_network_seed_and_every_epochs_accuracy():
+    recipe = seeds.Recipe(epochs=2, batch_size=128)
+    history = seeds.History(recipe=recipe, network="PublicSmallNet", seed=3, parameters=7_918, device="CPU")
     history.record(0.5, 90.0, 0.2, 98.0, 10.0)
     history.record(0.1, 99.0, 0.02, 99.5, 12.0)
-    record = seeds.history_record(history, None)
-    assert seeds.record_key(record) == ("project", "PublicSmallNet", None, None, 3, 2)
+    record = seeds.history_record(history)
+    assert seeds.record_key(record) == ("notebook", "PublicSmallNet", 128, None, 3, 2)
     assert record["last_test_acc"] == 99.5 and record["test_acc_per_epoch"] == [98.0, 99.5]
-    assert record["seconds_per_epoch"] == 11.0
+    assert record["seconds_per_epoch"] == 11.0 and record["settings"]["batch_size"] == 128
+
+
+def test_the_recipe_built_from_the_notebooks_parameters_is_the_recipe_its_cell_builds():
+    import json as json_module
+
+    parameters = seeds.notebook_defaults()
+    cells = json_module.loads(seeds.NOTEBOOK.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if "RECIPE = utils.Recipe(" in "".join(c["source"]))
+    built = source[source.index("utils.Recipe("):]
+    built = built[:built.index(")") + 1].replace("utils.Recipe", "Recipe")
+    assert eval(built, {"Recipe": seeds.Recipe, **parameters}) == seeds.notebook_recipe(parameters)
+
+
+def test_importing_seeds_changes_neither_the_environment_nor_the_plotting_backend():
+    import subprocess
+
+    script = ("import os, sys, matplotlib; before = (dict(os.environ), matplotlib.get_backend()); "
+              "sys.path.insert(0, 'benchmarks'); import seeds; "
+              "assert (dict(os.environ), matplotlib.get_backend()) == before")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(seeds.ROOT), capture_output=True, text=True,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "MPLBACKEND"})
+    assert done.returncode == 0, done.stderr

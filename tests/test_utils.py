@@ -578,6 +578,7 @@ def test_fit_with_ema_decay_scores_and_keeps_the_averaged_weights():
     averaged = fit_on(images, labels, small_recipe(epochs=2, ema_decay=0.9), model=model)
     assert averaged.train_loss == plain.train_loss  # the average changes no training step
     assert averaged.test_acc != plain.test_acc  # it is the average that is scored
+    assert averaged.last_weights_test_acc == plain.test_acc[-1] and plain.last_weights_test_acc is None
     # The model ends with the scored (averaged) weights: scoring it again gives the last epoch's numbers.
     utils.recompute_batchnorm_statistics(model, TensorLoader(images, labels, 32), 40)
     assert utils.test(model, TensorLoader(images, labels, 64))[1] == averaged.test_acc[-1]
