@@ -307,7 +307,10 @@ def plot_activation_spread(spreads: dict[str, Sequence[float]]) -> Figure:
         ax.plot(range(1, len(values) + 1), values, "o-", label=name)
     ax.set(xlabel="ConvBlock (1: 28x28, 2-4: 14x14, 5-6: 7x7)", ylabel="standard deviation of its output",
            yscale="log", title="How big the signal is, layer by layer, at initialisation")
+    # Labels at 1, 2 and 5 of every decade, so that the smallest spreads can be read off too.
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -351,9 +354,11 @@ def loss_curves_on_the_same_batches(runs: dict[str, tuple[nn.Module, float]], lo
 def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
     """Training loss against the step, one line per named run."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    # The reference line goes underneath: a curve that stays at ln 10 must still show on top of it.
+    ax.axhline(math.log(NUM_CLASSES), color="grey", linewidth=3, alpha=0.35, zorder=1,
+               label="ln 10: guessing uniformly")
     for name, losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, label=name)
-    ax.axhline(math.log(NUM_CLASSES), color="grey", linestyle=":", label="ln 10: guessing uniformly")
+        ax.plot(range(1, len(losses) + 1), losses, linewidth=1.2, zorder=2, label=name)
     ax.set(xlabel="training step (batch)", ylabel="cross-entropy loss", title="The first training steps")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -678,8 +683,9 @@ def plot_history(history: History) -> Figure:
 
 
 def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epochs: int) -> Figure:
-    """Validation accuracy per epoch of two sets of ledger runs that share their weights for the first
-    `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a fold."""
+    """Validation error per epoch (log scale) of two sets of ledger runs that share their weights for the
+    first `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a
+    fold. The log scale shows a fall of 17 points and a difference of 0.1 point on one picture."""
     lagging = {fold: r["val_acc_per_epoch"][:epochs] for fold, r in ledger_runs(ledger, running).items()}
     current = {fold: r["val_acc_per_epoch"][:epochs] for fold, r in ledger_runs(ledger, recomputed).items()}
     folds = sorted(lagging.keys() & current.keys())
@@ -687,13 +693,17 @@ def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epoch
         raise ValueError(f"the ledger has no fold with both {running!r} and {recomputed!r}")
     fig, axes = plt.subplots(1, len(folds), figsize=(2.2 * len(folds), 3), sharey=True, squeeze=False)
     for ax, fold in zip(axes[0], folds):
-        ax.plot(range(1, epochs + 1), lagging[fold], "o-", markersize=3, label="running averages")
-        ax.plot(range(1, epochs + 1), current[fold], "o-", markersize=3, label="recomputed")
-        ax.set(title=f"fold {fold}", xlabel="epoch")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("validation accuracy (%)")
-    axes[0, 0].legend(title="BatchNorm statistics", fontsize=7, title_fontsize=7, loc="lower right")
-    fig.tight_layout()
+        ax.plot(range(1, epochs + 1), [100 - a for a in lagging[fold]], "o-", markersize=3, label="running averages")
+        ax.plot(range(1, epochs + 1), [100 - a for a in current[fold]], "o-", markersize=3, label="recomputed")
+        ax.set(title=f"fold {fold}", xlabel="epoch", yscale="log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("validation error (%), log scale")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), title="BatchNorm statistics", loc="upper center",
+               ncol=2, fontsize=9, title_fontsize=9, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.82))
     return fig
 
 
@@ -744,30 +754,39 @@ def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
 # --------------------------------------------------------------------- 7. What each ingredient buys
 
 
-def plot_ablations(rows: Sequence[Ablation], worst: float = -1.0) -> Figure:
-    """Each change's gain in validation accuracy over the recipe, with ± 1 standard error (thick) and
-    ± 2 (thin) bars; a bar below `worst` is cut at the axis and labelled with its value."""
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-    positions = range(len(rows))[::-1]  # the first row on top
-    for y, row in zip(positions, rows):
-        colour = {"gain": "tab:green", "loss": "tab:red", "within noise": "tab:grey"}[row.verdict]
-        ax.barh(y, max(row.gain, worst), color=colour, alpha=0.6)
-        if row.gain < worst:
-            value = f"{row.gain:+.1f}" if row.folds == 1 else f"{row.gain:+.1f} ± {row.standard_error:.1f}"
-            folds = "1 fold" if row.folds == 1 else f"{row.folds} folds"
-            ax.text(worst * 0.98, y, f"{value} points, off the scale ({folds})", va="center", fontsize=8)
-        elif row.folds == 1:
-            ax.text(row.gain, y, " 1 fold", va="center", fontsize=8)
+def plot_ablations(rows: Sequence[Ablation], off_scale: float = -1.0) -> Figure:
+    """Each change's gain in validation accuracy over the recipe, with ± 1 standard error (thick) and ± 2
+    (thin) bars, coloured by `verdict`. A change that lost more than `-off_scale` points on some fold gets
+    a panel of its own above, on a scale wide enough for it: one dot per fold, its mean as the bar."""
+    broken = [row for row in rows if min(row.differences, default=row.gain) < off_scale]
+    close = [row for row in rows if row not in broken]
+    panels = [(panel_rows, panel_rows is broken) for panel_rows in (broken, close) if panel_rows]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 0.42 * len(rows) + 1.0 + 0.8 * len(panels)),
+                             height_ratios=[len(panel_rows) + 0.6 for panel_rows, _ in panels], squeeze=False)
+    for ax, (panel_rows, by_fold) in zip(axes[:, 0], panels):
+        positions = range(len(panel_rows))[::-1]  # the first row on top
+        for y, row in zip(positions, panel_rows):
+            colour = {"gain": "tab:green", "loss": "tab:red", "within noise": "tab:grey"}[row.verdict]
+            ax.barh(y, row.gain, color=colour, alpha=0.6)
+            if by_fold:
+                ax.plot(row.differences, [y] * len(row.differences), "o", color="black", markersize=4)
+            elif row.folds > 1:
+                ax.errorbar(row.gain, y, xerr=2 * row.standard_error, color="black", linewidth=0.8, capsize=3)
+                ax.errorbar(row.gain, y, xerr=row.standard_error, color="black", linewidth=2.5)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(list(positions), [row.label for row in panel_rows])
+        ax.grid(alpha=0.3, axis="x")
+        if by_fold:
+            ax.set_title("Without BatchNorm, fold by fold: some folds fail outright (dots: folds; bar: mean)",
+                         fontsize=10)
         else:
-            ax.errorbar(row.gain, y, xerr=2 * row.standard_error, color="black", linewidth=0.8, capsize=3)
-            ax.errorbar(row.gain, y, xerr=row.standard_error, color="black", linewidth=2.5)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(list(positions), [row.label for row in rows])
-    ax.set_xlim(worst, max([0.15] + [r.gain + 2 * r.standard_error + 0.05 for r in rows
-                                      if r.gain >= worst and r.folds > 1]))
-    ax.set(xlabel="gain in validation accuracy over the recipe (points; six-fold cross-validation)",
-           title="What each ingredient is worth: remove or replace it, and score the change")
-    ax.grid(alpha=0.3, axis="x")
+            low = min(r.gain - 2 * (r.standard_error if r.folds > 1 else 0) for r in panel_rows)
+            high = max(r.gain + 2 * (r.standard_error if r.folds > 1 else 0) for r in panel_rows)
+            margin = 0.1 * (high - low) + 0.01
+            ax.set_xlim(min(low, 0) - margin, max(high, 0) + margin)
+            ax.set_title("What each ingredient is worth: remove or replace it, and score the change", fontsize=10)
+    axes[-1, 0].set_xlabel("gain in validation accuracy over the recipe (points; 0.1 point = 10 of the "
+                           "10,000 digits of a fold)")
     fig.tight_layout()
     return fig
 
@@ -1149,6 +1168,7 @@ class Ablation:
     folds: int
     val_acc: float
     train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
+    differences: tuple[float, ...] = ()  # the gain on each shared fold
 
     @property
     def verdict(self) -> str:
@@ -1159,8 +1179,9 @@ class Ablation:
     def __str__(self) -> str:
         spread = f"± {self.standard_error:.3f}" if self.folds > 1 else "(1 fold)"
         train = f"{self.train_acc:.2f}%" if self.train_acc is not None else "  -   "
-        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} over {self.folds} folds  "
-                f"validation {self.val_acc:6.2f}%  train {train}")
+        # A validation fold holds 10,000 digits, so a point is 100 of them.
+        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} points ({100 * self.gain:+6.1f} digits) over "
+                f"{self.folds} folds  validation {self.val_acc:6.2f}%  train {train}")
 
 
 def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
@@ -1172,15 +1193,14 @@ def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list
     for name, label in labels.items():
         records = ledger_runs(ledger, name)
         scores = {fold: r["val_acc"] for fold, r in records.items()}
-        paired = paired_gain(scores, base)
-        if paired is None:
-            shared = sorted(scores.keys() & base.keys())
-            if not shared:
-                raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
-            paired = (scores[shared[0]] - base[shared[0]], math.nan, 1)
+        shared = sorted(scores.keys() & base.keys())
+        if not shared:
+            raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
+        paired = paired_gain(scores, base) or (scores[shared[0]] - base[shared[0]], math.nan, 1)
         train = [r["train_acc"] for r in records.values() if "train_acc" in r]
         rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
-                             statistics.mean(train) if train else None))
+                             statistics.mean(train) if train else None,
+                             tuple(scores[fold] - base[fold] for fold in shared)))
     return rows
 
 

@@ -382,7 +382,9 @@ def test_loss_per_step_returns_one_loss_per_step_and_learns():
     with pytest.raises(ValueError, match="steps"):
         utils.loss_per_step(Net(n_channels=4), [], steps=0)
     fig = utils.plot_loss_per_step({"a": losses, "b": losses[:5]})
-    assert [len(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [10, 5]
+    reference, *curves = fig.axes[0].lines
+    assert [len(line.get_xdata()) for line in curves] == [10, 5]
+    assert list(reference.get_ydata()) == [math.log(10)] * 2 and reference.get_zorder() < curves[0].get_zorder()
 
 
 def test_plot_history_shows_every_point_and_the_target_line():
@@ -596,25 +598,38 @@ def test_ablations_pair_each_candidate_with_the_baseline_fold_by_fold():
     assert row.label == "a worse recipe" and row.folds == 6
     assert row.gain == pytest.approx(-0.19) and row.standard_error == pytest.approx(0.01095445 / math.sqrt(6), rel=1e-3)
     assert row.train_acc == pytest.approx(99.9)
+    assert row.differences == pytest.approx((-0.2, -0.18, -0.2, -0.18, -0.2, -0.18))
     (single,) = utils.ablations(ledger, {"one-fold": "scored on one fold only"}, baseline="base")
     assert single.folds == 1 and single.gain == pytest.approx(0.5) and math.isnan(single.standard_error)
-    assert "-0.190 ± 0.004  over 6 folds" in str(row) and "train 99.90%" in str(row)
+    assert "-0.190 ± 0.004  points ( -19.0 digits) over 6 folds" in str(row) and "train 99.90%" in str(row)
     assert "(1 fold)" in str(single) and "nan" not in str(single)
     with pytest.raises(ValueError, match="no fold"):
         utils.ablations(ledger, {"never-run": "not in the ledger"}, baseline="base")
 
 
-def test_plot_ablations_cuts_a_bar_that_falls_off_the_scale_and_says_its_value():
-    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None), utils.Ablation("broken", -88.0, math.nan, 1, 11.3, None),
-            utils.Ablation("sometimes broken", -15.37, 14.7, 6, 84.1, None)]
-    fig = utils.plot_ablations(rows, worst=-1.0)
-    ax = fig.axes[0]
-    assert ax.get_xlim()[0] == -1.0
-    assert any("-88.0 points, off the scale (1 fold)" in text.get_text() for text in ax.texts)
-    assert any("-15.4 ± 14.7 points, off the scale (6 folds)" in text.get_text() for text in ax.texts)
-    assert [patch.get_facecolor()[:3] for patch in ax.patches][1] == matplotlib.colors.to_rgb("tab:red")
-    height = {label.get_text(): y for label, y in zip(ax.get_yticklabels(), ax.get_yticks())}
-    assert height["fine"] > height["broken"]  # the first row on top
+def test_plot_ablations_gives_changes_that_broke_a_fold_their_own_panel_fold_by_fold():
+    sometimes = (-0.5, -0.7, -1.1 + 1.0, -0.6, -0.9, -88.0)
+    rows = [utils.Ablation("fine", 0.02, 0.01, 6, 99.5, None, (0.01, 0.03, 0.02, 0.0, 0.04, 0.02)),
+            utils.Ablation("broken", -88.0, math.nan, 1, 11.3, None, (-88.0,)),
+            utils.Ablation("sometimes broken", -15.37, 14.7, 6, 84.1, None, sometimes),
+            utils.Ablation("a small loss", -0.06, 0.01, 6, 99.4, None, (-0.05,) * 6)]
+    fig = utils.plot_ablations(rows, off_scale=-1.0)
+    top, bottom = fig.axes
+    assert {label.get_text() for label in top.get_yticklabels()} == {"broken", "sometimes broken"}
+    assert {label.get_text() for label in bottom.get_yticklabels()} == {"fine", "a small loss"}
+    dots = sorted(x for line in top.lines for x in line.get_xdata() if line.get_marker() == "o")
+    assert dots == sorted(sometimes + (-88.0,))  # every fold of the broken changes, as a dot
+    assert -0.2 < bottom.get_xlim()[0] < -0.06 and 0.04 < bottom.get_xlim()[1] < 0.15  # a scale for small changes
+    colours = {bar.get_y(): bar.get_facecolor()[:3] for bar in bottom.patches}
+    assert matplotlib.colors.to_rgb("tab:red") in colours.values() and matplotlib.colors.to_rgb("tab:grey") in colours.values()
+    height = {label.get_text(): y for label, y in zip(bottom.get_yticklabels(), bottom.get_yticks())}
+    assert height["fine"] > height["a small loss"]  # the first row on top
+    assert "10 of the 10,000 digits" in bottom.get_xlabel()
+
+
+def test_ablation_rows_print_their_gain_in_digits_too():
+    row = utils.Ablation("dropout", -0.055, 0.016, 6, 99.40, 99.57, (-0.05,) * 6)
+    assert "-0.055 ± 0.016  points (  -5.5 digits) over 6 folds" in str(row)
 
 
 def test_plot_statistics_lag_draws_both_scorings_of_each_shared_fold():
@@ -622,7 +637,8 @@ def test_plot_statistics_lag_draws_both_scorings_of_each_shared_fold():
     ledger += [ledger_record("current", f, 99.0, val_acc_per_epoch=[95.0, 97.0, 99.0]) for f in (1, 2)]
     fig = utils.plot_statistics_lag(ledger, "lagging", "current", epochs=2)
     assert [ax.get_title() for ax in fig.axes] == ["fold 1", "fold 2"]
-    assert [list(line.get_ydata()) for line in fig.axes[0].lines] == [[80.0, 90.0], [95.0, 97.0]]
+    assert [list(line.get_ydata()) for line in fig.axes[0].lines] == [[20.0, 10.0], [5.0, 3.0]]  # errors
+    assert fig.axes[0].get_yscale() == "log" and fig.legends[0].get_texts()[0].get_fontsize() >= 9
     with pytest.raises(ValueError, match="no fold"):
         utils.plot_statistics_lag(ledger, "lagging", "missing", epochs=2)
 
