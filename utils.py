@@ -40,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, build_network, count_parameters
+from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, Net, build_network, count_parameters, kaiming_init
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
@@ -279,6 +279,25 @@ def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(),
 # ----------------------------------------------------------------------- 4. BatchNorm, made visible
 
 
+def batch_norm_by_hand(maps: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """What `norm` computes on a batch in training mode, written out: each channel's mean and variance over
+    the batch and both spatial dimensions, normalise with them, then apply the learned scale and shift."""
+    mean = maps.mean(dim=(0, 2, 3), keepdim=True)
+    variance = maps.var(dim=(0, 2, 3), unbiased=False, keepdim=True)  # the batch's own (biased) variance
+    normalised = (maps - mean) / torch.sqrt(variance + norm.eps)
+    return norm.weight.view(1, -1, 1, 1) * normalised + norm.bias.view(1, -1, 1, 1)
+
+
+def networks_for_batch_norm(n_channels: int) -> dict[str, nn.Module]:
+    """The three networks the BatchNorm section compares: `Net` with BatchNorm, without it (its
+    convolutions get biases back) with PyTorch's default initialisation, and without it with Kaiming's."""
+    return {
+        "with BatchNorm": Net(n_channels=n_channels),
+        "without, default initialisation": Net(n_channels=n_channels, batch_norm=False),
+        "without, Kaiming initialisation": kaiming_init(Net(n_channels=n_channels, batch_norm=False)),
+    }
+
+
 @torch.no_grad()
 def activation_spread(model: nn.Module, images: torch.Tensor) -> list[float]:
     """Standard deviation of the output of every ConvBlock for one normalised batch, in training mode (as
@@ -349,6 +368,20 @@ def loss_curves_on_the_same_batches(runs: dict[str, tuple[nn.Module, float]], lo
         seed_everything(seed)
         curves[name] = loss_per_step(copy.deepcopy(model), loader, steps, lr)
     return curves
+
+
+def live_comparison(networks: dict[str, nn.Module], loader: TensorLoader, max_lr: float, no_bn_lr: float,
+                    seed: int, steps: int = 200) -> dict[str, list[float]]:
+    """The BatchNorm section's live run of the three `networks_for_batch_norm`: the one with BatchNorm and
+    the one with default initialisation at `max_lr`, the Kaiming-initialised one at `no_bn_lr`, `steps`
+    steps each on the same batches (`loss_curves_on_the_same_batches`); the loss curves, named by network
+    and rate."""
+    with_bn, default, kaiming = (networks[name] for name in ("with BatchNorm", "without, default initialisation",
+                                                             "without, Kaiming initialisation"))
+    runs = {f"with BatchNorm, LR {max_lr}": (with_bn, max_lr),
+            f"without, default init, LR {max_lr}": (default, max_lr),
+            f"without, Kaiming init, LR {no_bn_lr}": (kaiming, no_bn_lr)}
+    return loss_curves_on_the_same_batches(runs, loader, steps, seed)
 
 
 def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:

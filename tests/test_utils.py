@@ -746,3 +746,24 @@ def test_loss_curves_on_the_same_batches_train_copies_so_a_second_call_draws_the
     again = utils.loss_curves_on_the_same_batches(runs, loader, steps=4, seed=3)
     assert first == again
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
+
+
+def test_batch_norm_by_hand_is_what_batchnorm2d_computes_in_training_mode_only():
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    maps = 3 * torch.randn(32, 4, 6, 6) + 1
+    by_hand = utils.batch_norm_by_hand(maps, norm)
+    assert torch.allclose(by_hand, norm.train()(maps), atol=1e-5)
+    assert not torch.allclose(by_hand, norm.eval()(maps), atol=1e-2)  # eval mode: the running averages
+
+
+def test_networks_for_batch_norm_differ_only_in_batch_norm_and_initialisation():
+    networks = utils.networks_for_batch_norm(4)
+    with_bn, default, kaiming = networks.values()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in with_bn.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*default.modules(), *kaiming.modules()])
+    first = [net.features[0][0].weight.std().item() for net in (default, kaiming)]
+    assert first[1] > 2 * first[0]  # Kaiming's variance 2 / fan_in against PyTorch's 1 / (3 fan_in)
