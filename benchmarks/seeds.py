@@ -170,32 +170,53 @@ def results_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_group(record: dict) -> str:
+    """The legend label of a record's group: the network, the recipe, the batch size and the epochs."""
+    network = f"Net(n_channels={record['width']})" if record["network"] == "Net" else record["network"]
+    recipe = {"notebook": "this project's training", "reference": "its own recipe, rebuilt",
+              "public-8k": "its published training"}.get(record["recipe"], record["recipe"])
+    return f"{network}, {recipe}, batches of {record['batch_size']}, {record['epochs']} epochs"
+
+
 def plot_accuracy_vs_parameters(records: list[dict]) -> Figure:
-    """Last-epoch test accuracy against parameter count, one point per run of Net, with the 99.40% line."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for width in sorted({r["width"] for r in records}):
-        points = [(r["parameters"], r["last_test_acc"]) for r in records if r["width"] == width]
-        ax.scatter(*zip(*points), label=f"n_channels={width}", alpha=0.8)
-    ax.scatter([REFERENCE_PARAMETERS], [REFERENCE_PUBLISHED_ACCURACY], marker="*", s=150, color="black",
-               label="reference design (published)")
+    """Last-epoch test accuracy against parameter count, one point per run, a colour per network, recipe,
+    batch size and length, with the reference design's published result and the 99.40% line."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    groups: dict[str, list[dict]] = {}
+    for record in sorted(records, key=lambda r: (r["parameters"], r["recipe"], r["batch_size"], r["epochs"])):
+        groups.setdefault(run_group(record), []).append(record)
+    for label, runs in groups.items():
+        # A small sideways jitter per group, so that groups of one network stay apart.
+        offset = 60 * (list(groups).index(label) % 5 - 2)
+        ax.scatter([r["parameters"] + offset for r in runs], [r["last_test_acc"] for r in runs],
+                   label=f"{label} ({len(runs)} seeds)", alpha=0.8, s=22)
+    ax.scatter([REFERENCE_PARAMETERS], [REFERENCE_PUBLISHED_ACCURACY], marker="*", s=160, color="black",
+               label="the reference design, as published")
     ax.axhline(MIN_TEST_ACCURACY, color="grey", linestyle="--", label="99.40% target")
     ax.set(xlabel="trainable parameters", ylabel="last-epoch test accuracy (%)",
-           title="S6 Net: one point per seed")
+           title="One point per run (CPU, one thread a run)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="center")  # the middle of the axis, between the small and the large networks
     fig.tight_layout()
     return fig
 
 
+def draw_figure(out: Path) -> None:
+    """accuracy_vs_parameters.png in `out`, from every CPU run in its results.json."""
+    records = json.loads((out / "results.json").read_text())
+    plot_accuracy_vs_parameters([r for r in records if r["device"].startswith("CPU")]).savefig(
+        out / "accuracy_vs_parameters.png", dpi=120)
+
+
 def write_results(records: list[dict], out: Path, total_minutes: float) -> None:
-    """Write results.md and accuracy_vs_parameters.png for a sweep of Net's widths into `out` (its runs
-    are in results.json already)."""
+    """Write results.md for a sweep of Net's widths into `out`, and redraw accuracy_vs_parameters.png (its
+    runs are in results.json already)."""
     table = results_table(records)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(
         f"Sweep: `python benchmarks/seeds.py {' '.join(sys.argv[1:])}`, {total_minutes:.0f} minutes wall time "
         f"for the runs it executed.\n\n{table}")
-    plot_accuracy_vs_parameters(records).savefig(out / "accuracy_vs_parameters.png", dpi=120)
+    draw_figure(out)
     print(table)
     print(f"wall time of this sweep: {total_minutes:.1f} minutes")
 
@@ -343,6 +364,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="reuse the history of every run already in artifacts/ instead of running it again")
     parser.add_argument("--store-only", action="store_true",
                         help="only execute S6.ipynb with its default parameters and save it in place")
+    parser.add_argument("--figure-only", action="store_true",
+                        help="only redraw accuracy_vs_parameters.png from the CPU runs in results.json")
     parser.add_argument("--processes", type=int, default=1,
                         help="runs at once; with more than one on the CPU, each runs on one thread")
     parser.add_argument("--direct", action="store_true",
@@ -372,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     if args.store_only:
         run_and_store_notebook()
+    elif args.figure_only:
+        draw_figure(args.out)
     elif args.reference:
         reference_mode(args)
     elif args.candidate:

@@ -102,3 +102,16 @@ def test_importing_seeds_changes_neither_the_environment_nor_the_plotting_backen
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(seeds.ROOT), capture_output=True, text=True,
                           env={k: v for k, v in __import__("os").environ.items() if k != "MPLBACKEND"})
     assert done.returncode == 0, done.stderr
+
+
+def test_the_results_figure_shows_every_run_in_a_group_per_network_recipe_batch_and_length():
+    runs = [dict(record(seed, 99.5 + seed / 100), parameters=18_538) for seed in (1, 2, 3)]
+    runs += [dict(record(1, 99.52, recipe="reference", width=None, epochs=19, network="ReferenceNet", batch_size=512),
+                  parameters=19_866)]
+    fig = seeds.plot_accuracy_vs_parameters(runs)
+    ax = fig.axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[:2] == ["Net(n_channels=8), this project's training, batches of 256, 15 epochs (3 seeds)",
+                          "ReferenceNet, its own recipe, rebuilt, batches of 512, 19 epochs (1 seeds)"]
+    points = sorted(float(y) for collection in ax.collections[:2] for _, y in collection.get_offsets())
+    assert points == pytest.approx([99.51, 99.52, 99.52, 99.53])
