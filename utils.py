@@ -404,6 +404,7 @@ def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
 
 SCHEDULES = ("one-cycle", "step")
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -422,6 +423,7 @@ class Recipe:
     clean_final_epochs: int = 2  # the last epochs train on unaugmented digits
     bn_batches: int = 40  # unaugmented batches that BatchNorm's statistics are recomputed from (0: keep its own)
     ema_decay: float = 0.0  # above 0: score an exponential moving average of the weights with this decay
+    precision: str = "float32"  # or "bfloat16": the convolutions and linear layers under torch.autocast
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -437,6 +439,8 @@ class Recipe:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":
@@ -455,7 +459,7 @@ def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.op
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
         logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)  # the loss in float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -478,7 +482,7 @@ def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") 
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
         logits = model(images)
-        loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
+        loss_sum = loss_sum + F.cross_entropy(logits.float(), labels, reduction="sum")
         correct = correct + (logits.argmax(1) == labels).sum()
         seen += len(labels)
     if seen == 0:
@@ -608,6 +612,11 @@ class History:
         return cls(**{**values, "recipe": Recipe.from_dict(values["recipe"])})
 
 
+def autocast(recipe: Recipe, device: torch.device) -> torch.autocast:
+    """The precision the recipe trains and evaluates in: bfloat16 autocast on the device, or none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16")
+
+
 def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader, recipe: Recipe,
         seed: int | None = None, verbose: bool = True) -> History:
     """Train `model` with `recipe`, scoring it on `eval_loader` after every epoch; returns the History,
@@ -620,6 +629,8 @@ def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader,
     unaugmented digits: the network finishes on digits like the ones it will be tested on. With an
     `ema_decay`, an exponential moving average of the weights (PyTorch's `AveragedModel`) is what is
     scored, and `model` ends with the averaged weights (the History keeps the last weights' own score too).
+    With `precision="bfloat16"`, training and evaluation run under `torch.autocast`: convolutions and
+    linear layers in bfloat16, BatchNorm's statistics, the weights and the loss in float32.
     """
     if (train_loader.batch_size, train_loader.augmentation) != (recipe.batch_size, recipe.augmentation):
         raise ValueError(f"the training loader must batch as the recipe says (batches of {recipe.batch_size}, "
@@ -648,17 +659,19 @@ def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader,
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loader = clean_loader if epoch > epochs - recipe.clean_final_epochs else train_loader
-        train_loss, train_acc = train(model, loader, weight_updates, scheduler, recipe.label_smoothing,
-                                      desc=f"epoch {epoch}/{epochs}", averaged=averaged)
-        recompute_batchnorm_statistics(scored, statistics_loader, recipe.bn_batches)
-        test_loss, test_acc = test(scored, eval_loader)
+        with autocast(recipe, device):
+            train_loss, train_acc = train(model, loader, weight_updates, scheduler, recipe.label_smoothing,
+                                          desc=f"epoch {epoch}/{epochs}", averaged=averaged)
+            recompute_batchnorm_statistics(scored, statistics_loader, recipe.bn_batches)
+            test_loss, test_acc = test(scored, eval_loader)
         history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
         if verbose:
             print(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
                   f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  ({history.epoch_seconds[-1]:.1f} s)")
     if averaged is not None:
-        recompute_batchnorm_statistics(model, statistics_loader, recipe.bn_batches)
-        history.last_weights_test_acc = test(model, eval_loader)[1]
+        with autocast(recipe, device):
+            recompute_batchnorm_statistics(model, statistics_loader, recipe.bn_batches)
+            history.last_weights_test_acc = test(model, eval_loader)[1]
         model.load_state_dict(averaged.module.state_dict())
     return history
 

@@ -211,6 +211,9 @@ CANDIDATES = {
                             "(Simard et al. 2003: sigma 4 pixels, alpha 34)",
                             replace(RECIPE, augmentation=replace(RECIPE.augmentation, elastic_alpha=34.0,
                                                                  elastic_sigma=4.0)), baseline="epochs-19-rerun"),
+    "bf16-19": Candidate("the 19-epoch recipe in bfloat16 (torch.autocast on the CPU; BatchNorm statistics, "
+                         "weights and loss in float32)", replace(RECIPE, precision="bfloat16"),
+                         baseline="epochs-19-rerun"),
     "ema-19": Candidate("the 19-epoch recipe scored on an exponential moving average of its weights (decay "
                         "chosen on fold 0), BatchNorm statistics recomputed for the averaged weights",
                         replace(RECIPE, ema_decay=EMA_DECAY), baseline="epochs-19-rerun"),

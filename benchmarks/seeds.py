@@ -53,7 +53,7 @@ from model import ARCHITECTURES  # noqa: E402
 from crossval import CANDIDATES, train_candidate  # noqa: E402
 from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, REFERENCE_TRAINING, run_reference  # noqa: E402
 from utils import (MIN_TEST_ACCURACY, History, Recipe, TensorLoader, device_name, mnist_tensors,  # noqa: E402
-                   seed_everything, train_network)
+                   save_model, seed_everything, train_network)
 
 NOTEBOOK = ROOT / "S6.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -230,11 +230,11 @@ def on_one_thread_if_cpu(device: torch.device) -> None:
         torch.set_num_threads(1)
 
 
-def direct_run(job: tuple[str, int | None, int, str, dict]) -> dict:
+def direct_run(job: tuple[str, int | None, int, str, dict, Path | None]) -> dict:
     """The notebook's training without the notebook: `utils.train_network`, as its training cell calls it,
     with its parameters (`parameters`) and this network, width and seed, on the device named; returns the
-    run's record."""
-    architecture, width, seed, device_type, parameters = job
+    run's record, and saves the trained weights under `weights` (if given) as w{width}_s{seed}/model.pt."""
+    architecture, width, seed, device_type, parameters, weights = job
     device = torch.device(device_type)
     on_one_thread_if_cpu(device)
     train_loader = TensorLoader.for_training(*mnist_tensors(train=True, device=device), notebook_recipe(parameters))
@@ -242,7 +242,10 @@ def direct_run(job: tuple[str, int | None, int, str, dict]) -> dict:
     network = dict(architecture=architecture, dropout=parameters["DROPOUT"])
     if architecture == "Net":
         network["n_channels"] = width
-    _, history = train_network(train_loader, test_loader, notebook_recipe(parameters), seed, verbose=False, **network)
+    model, history = train_network(train_loader, test_loader, notebook_recipe(parameters), seed, verbose=False,
+                                   **network)
+    if weights is not None:
+        save_model(model, weights / f"w{width}_s{seed}" / "model.pt")
     return history_record(history)
 
 
@@ -313,7 +316,7 @@ def direct_mode(args: argparse.Namespace, parameters: dict) -> None:
     # PublicSmallNet has one width; Net is swept over --widths.
     widths = args.widths if args.architecture == "Net" else [None]
     parameters = dict(parameters, EPOCHS=args.epochs)
-    jobs = [(args.architecture, width, seed, args.device, parameters)
+    jobs = [(args.architecture, width, seed, args.device, parameters, args.save_weights)
             for index, width in enumerate(widths) for seed in (args.seeds if index == 0 else args.small_seeds)]
     start = time.perf_counter()
     quiet_workers()
@@ -374,6 +377,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --direct: the network to train (the notebook's ARCHITECTURE); another than "
                              "Net ignores --widths and only adds its runs to results.json, since the sweep's "
                              "table and plot are drawn per width of Net")
+    parser.add_argument("--save-weights", type=Path,
+                        help="with --direct: save each run's weights in this folder (for benchmarks/assertions.py)")
     parser.add_argument("--batch-size", type=int,
                         help="with --direct: train with batches of this size instead of the notebook's BATCH_SIZE")
     parser.add_argument("--reference", action="store_true",
@@ -384,8 +389,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --direct or --reference: where the runs train "
                              "(default: cuda if there is a GPU)")
     args = parser.parse_args(argv)
-    if args.batch_size is not None and not args.direct:
-        parser.error("--batch-size applies to --direct runs only")
+    for option in ("batch_size", "save_weights"):
+        if getattr(args, option) is not None and not args.direct:
+            parser.error(f"--{option.replace('_', '-')} applies to --direct runs only")
     if args.candidate is not None and args.candidate not in CANDIDATES:
         parser.error(f"unknown candidate {args.candidate!r}; choose from {list(CANDIDATES)}")
     return args

@@ -207,7 +207,7 @@ def test_fit_records_one_row_per_epoch_and_what_it_trained():
 @pytest.mark.parametrize("changes, message", [
     (dict(epochs=0), "epochs"), (dict(schedule="cosine"), "schedule must be one of"),
     (dict(optimizer="rmsprop"), "optimizer must be one of"), (dict(clean_final_epochs=-1), "clean_final_epochs"),
-    (dict(batch_size=0), "batch_size"), (dict(ema_decay=1.0), "ema_decay"),
+    (dict(batch_size=0), "batch_size"), (dict(ema_decay=1.0), "ema_decay"), (dict(precision="float16"), "precision"),
 ])
 def test_a_recipe_refuses_settings_that_mean_nothing(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -767,3 +767,14 @@ def test_networks_for_batch_norm_differ_only_in_batch_norm_and_initialisation():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*default.modules(), *kaiming.modules()])
     first = [net.features[0][0].weight.std().item() for net in (default, kaiming)]
     assert first[1] > 2 * first[0]  # Kaiming's variance 2 / fan_in against PyTorch's 1 / (3 fan_in)
+
+
+def test_fit_in_bfloat16_trains_and_keeps_weights_and_statistics_in_float32():
+    images, labels = synthetic_digits(128)
+    model = Net(n_channels=4)
+    history = fit_on(images, labels, small_recipe(precision="bfloat16"), model=model)
+    plain = fit_on(images, labels, small_recipe())
+    assert history.epochs == 2 and history.train_loss != plain.train_loss  # another arithmetic
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(b.dtype in (torch.float32, torch.int64) for b in model.buffers())
+    assert history.recipe.precision == "bfloat16" and all(math.isfinite(loss) for loss in history.train_loss)
