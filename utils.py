@@ -470,9 +470,7 @@ def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.op
         loss_sum = loss_sum + loss.detach() * len(labels)
         correct = correct + (logits.argmax(1) == labels).sum()
         seen += len(labels)
-    if seen == 0:
-        raise ValueError("the training loader yielded no batches")
-    return float(loss_sum) / seen, 100.0 * float(correct) / seen
+    return mean_loss_and_accuracy(loss_sum, correct, seen, "training")
 
 
 @torch.inference_mode()
@@ -485,8 +483,14 @@ def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") 
         loss_sum = loss_sum + F.cross_entropy(logits.float(), labels, reduction="sum")
         correct = correct + (logits.argmax(1) == labels).sum()
         seen += len(labels)
+    return mean_loss_and_accuracy(loss_sum, correct, seen, "test")
+
+
+def mean_loss_and_accuracy(loss_sum: torch.Tensor | float, correct: torch.Tensor | int, seen: int,
+                           what: str) -> tuple[float, float]:
+    """An epoch's sums, read back from the device once: (mean loss, accuracy in %)."""
     if seen == 0:
-        raise ValueError("the test loader yielded no batches")
+        raise ValueError(f"the {what} loader yielded no batches")
     return float(loss_sum) / seen, 100.0 * float(correct) / seen
 
 

@@ -1,6 +1,5 @@
 """Tests of the stored notebook itself: its Colab setup cell and what it keeps on disk."""
 import ast
-import urllib.error
 import json
 import shutil
 from pathlib import Path
@@ -92,7 +91,7 @@ def test_a_download_that_breaks_off_leaves_no_file_under_the_real_name(cells, tm
 
     def broken_download(url, path):
         Path(path).write_text("def half_a_mod")  # what a connection that dropped would leave
-        raise urllib.error.ContentTooShortError("retrieval incomplete", None)
+        raise urllib.request.ContentTooShortError("retrieval incomplete", None)
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(urllib.request, "urlretrieve", broken_download)
