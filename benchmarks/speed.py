@@ -93,15 +93,34 @@ def run_net_per_image(epochs: int, device: torch.device, data_dir: str | None) -
     return run_per_image_pipeline(Net(), 256, epochs, device, data_dir)
 
 
-def run_project(epochs: int, device: torch.device, data_dir: str | None) -> tuple[list[float], list[float]]:
-    """Train this project's Net with its tensor pipeline, as the notebook does."""
+def run_project(epochs: int, device: torch.device, data_dir: str | None,
+                precision: str = "float32") -> tuple[list[float], list[float]]:
+    """Train this project's Net with its tensor pipeline, as the notebook does, in `precision`."""
     # Augmented epochs only: the recipe's clean final epochs skip the augmentation and would flatter it.
-    recipe = Recipe(epochs=epochs, clean_final_epochs=0)
+    recipe = Recipe(epochs=epochs, clean_final_epochs=0, precision=precision)
     train_loader = TensorLoader.for_training(*mnist_tensors(train=True, data_dir=data_dir, device=device), recipe)
     test_loader = TensorLoader.for_evaluation(*mnist_tensors(train=False, data_dir=data_dir, device=device))
     model = train_loader.prepare(Net())
     history = fit(model, train_loader, test_loader, recipe, verbose=False)
     return history.epoch_seconds, history.test_acc
+
+
+def compare_precisions(epochs: int, device: torch.device, data_dir: str | None, seed: int) -> None:
+    """Seconds per epoch of the project's recipe in float32 and in bfloat16, run in turn twice each (so
+    that a drift of the machine's speed falls on both), and their ratio; prints one JSON line last."""
+    seconds = {"float32": [], "bfloat16": []}
+    for _ in range(2):
+        for precision in seconds:
+            seed_everything(seed)
+            epoch_seconds, accuracies = run_project(epochs, device, data_dir, precision)
+            seconds[precision] += epoch_seconds
+            print(f"{precision}: {', '.join(f'{s:.1f}' for s in epoch_seconds)} s per epoch, "
+                  f"{accuracies[-1]:.2f}% after {epochs}", file=sys.stderr, flush=True)
+    means = {precision: statistics.mean(values) for precision, values in seconds.items()}
+    ratio = means["bfloat16"] / means["float32"]
+    print(f"bfloat16 / float32 time per epoch: {ratio:.3f} ({device_name(device)}, {epochs} epochs a run)")
+    print(json.dumps({f"{p}_s_per_epoch": round(m, 3) for p, m in means.items()}
+                     | {"ratio": round(ratio, 4), "epochs": epochs, "device": device_name(device)}))
 
 
 def main() -> None:
@@ -110,8 +129,13 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="MNIST root (default: $MNIST_DATA_DIR or ../shared/mnist)")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--precision", action="store_true",
+                        help="instead: the project's recipe in float32 and in bfloat16, alternating, two runs each")
     args = parser.parse_args()
     device = torch.device(args.device) if args.device else pick_device()
+    if args.precision:
+        compare_precisions(args.epochs, device, args.data, args.seed)
+        return
 
     results = {}
     recipes = (("project", run_project), ("net-per-image", run_net_per_image), ("reference", run_reference))
