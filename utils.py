@@ -827,7 +827,12 @@ def plot_ablations(rows: Sequence[Ablation], off_scale: float = -1.0) -> Figure:
         ax.set_yticks(list(positions), [row.label for row in panel_rows])
         ax.grid(alpha=0.3, axis="x")
         if by_fold:
-            ax.set_title("Without BatchNorm, fold by fold: some folds fail outright (dots: folds; bar: mean)",
+            # Linear within a point of zero, logarithmic beyond: a fold half a point down and one at chance
+            # are both legible.
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(-150, 1)
+            ax.set_xticks([-100, -10, -1, 0], ["-100", "-10", "-1", "0"])
+            ax.set_title("Without BatchNorm, fold by fold (dots: folds; bar: mean; log scale beyond 1 point)",
                          fontsize=10)
         else:
             low = min(r.gain - 2 * (r.standard_error if r.folds > 1 else 0) for r in panel_rows)
