@@ -60,8 +60,8 @@ class Net(nn.Module):
     The full-resolution stage is one convolution from the single input channel: it is cheap in
     parameters and time even at 2 x n_channels wide. Most parameters sit at 14x14 and 7x7, where running
     them is cheap. `dropout` (off by default: it cost accuracy in cross-validation) follows every
-    ConvBlock, as in the reference design. `batch_norm=False` builds the same network without
-    BatchNorm, for comparison.
+    ConvBlock; the reference design had Dropout in its last two blocks only. `batch_norm=False` builds
+    the same network without BatchNorm, for comparison.
 
     The 1x1 convolution of each MaxPoolingBlock has no nonlinearity after it, so it is a linear map that
     folds into the 3x3 convolution that follows: it sets the channel count but adds no expressiveness.
