@@ -451,14 +451,18 @@ class Recipe:
 
 def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, label_smoothing: float = 0.0,
-          desc: str = "train", averaged: AveragedModel | None = None) -> tuple[float, float]:
+          desc: str = "train", averaged: AveragedModel | None = None,
+          precision: str = "float32") -> tuple[float, float]:
     """One epoch of training; returns (mean loss, accuracy in %). `averaged`, if given, is updated after
-    every step with the new weights."""
+    every step with the new weights; with `precision="bfloat16"` the forward pass runs under autocast."""
     model.train()
     # Sums stay on the device: reading them back each step (.item()) would stall a GPU every batch.
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
-        logits = model(images)
+        # One autocast region per step: autocast caches its bfloat16 copies of the weights until the
+        # region ends, and a region spanning several steps would keep computing with the old weights.
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            logits = model(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)  # the loss in float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -663,9 +667,9 @@ def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader,
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loader = clean_loader if epoch > epochs - recipe.clean_final_epochs else train_loader
-        with autocast(recipe, device):
-            train_loss, train_acc = train(model, loader, weight_updates, scheduler, recipe.label_smoothing,
-                                          desc=f"epoch {epoch}/{epochs}", averaged=averaged)
+        train_loss, train_acc = train(model, loader, weight_updates, scheduler, recipe.label_smoothing,
+                                      desc=f"epoch {epoch}/{epochs}", averaged=averaged, precision=recipe.precision)
+        with autocast(recipe, device):  # no weight changes inside: one region for the whole evaluation
             recompute_batchnorm_statistics(scored, statistics_loader, recipe.bn_batches)
             test_loss, test_acc = test(scored, eval_loader)
         history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
