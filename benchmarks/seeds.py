@@ -53,7 +53,7 @@ from model import ARCHITECTURES  # noqa: E402
 from crossval import CANDIDATES, train_candidate  # noqa: E402
 from speed import REFERENCE_PARAMETERS, REFERENCE_PUBLISHED_ACCURACY, REFERENCE_TRAINING, run_reference  # noqa: E402
 from utils import (MIN_TEST_ACCURACY, History, Recipe, TensorLoader, device_name, mnist_tensors,  # noqa: E402
-                   save_model, seed_everything, train_network)
+                   pick_precision, save_model, seed_everything, train_network)
 
 NOTEBOOK = ROOT / "S6.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -67,10 +67,11 @@ def notebook_defaults() -> dict:
     return {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
 
 
-def notebook_recipe(parameters: dict) -> Recipe:
-    """The Recipe the notebook builds from its parameters (the cell after the `parameters` cell)."""
+def notebook_recipe(parameters: dict, device: torch.device) -> Recipe:
+    """The Recipe the notebook builds from its parameters on `device` (the cell after the `parameters` cell)."""
     return Recipe(epochs=parameters["EPOCHS"], max_lr=parameters["MAX_LR"], schedule=parameters["SCHEDULE"],
-                  batch_size=parameters["BATCH_SIZE"], clean_final_epochs=parameters["CLEAN_FINAL_EPOCHS"])
+                  batch_size=parameters["BATCH_SIZE"], clean_final_epochs=parameters["CLEAN_FINAL_EPOCHS"],
+                  precision=pick_precision(device))
 
 
 def run_notebook(width: int, seed: int, epochs: int, artifacts: Path) -> History:
@@ -120,8 +121,9 @@ def history_record(history: History, recipe: str = "notebook", **extra) -> dict:
 
 def record_key(record: dict) -> tuple:
     """What makes two results.json records the same run: the recipe, the network, the batch size, the
-    network's width, the seed and the epochs."""
-    return tuple(record[key] for key in ("recipe", "network", "batch_size", "width", "seed", "epochs"))
+    network's width, the seed, the epochs and the precision."""
+    return (*(record[key] for key in ("recipe", "network", "batch_size", "width", "seed", "epochs")),
+            record.get("settings", {}).get("precision", "float32"))
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
@@ -237,12 +239,13 @@ def direct_run(job: tuple[str, int | None, int, str, dict, Path | None]) -> dict
     architecture, width, seed, device_type, parameters, weights = job
     device = torch.device(device_type)
     on_one_thread_if_cpu(device)
-    train_loader = TensorLoader.for_training(*mnist_tensors(train=True, device=device), notebook_recipe(parameters))
+    recipe = notebook_recipe(parameters, device)
+    train_loader = TensorLoader.for_training(*mnist_tensors(train=True, device=device), recipe)
     test_loader = TensorLoader.for_evaluation(*mnist_tensors(train=False, device=device))
     network = dict(architecture=architecture, dropout=parameters["DROPOUT"])
     if architecture == "Net":
         network["n_channels"] = width
-    model, history = train_network(train_loader, test_loader, notebook_recipe(parameters), seed, verbose=False,
+    model, history = train_network(train_loader, test_loader, recipe, seed, verbose=False,
                                    **network)
     if weights is not None:
         save_model(model, weights / f"w{width}_s{seed}" / "model.pt")

@@ -22,15 +22,15 @@ def test_merge_records_replaces_only_the_runs_it_reran():
     merged = seeds.merge_records(old, new)
     assert [(r["seed"], r["last_test_acc"]) for r in merged] == [(1, 99.5), (1, 99.4), (2, 99.7), (3, 99.55)]
     # The reference's seed 1 is another run than the project's seed 1, and survives a project sweep.
-    assert seeds.record_key(merged[1]) == ("reference", "ReferenceNet", 512, None, 1, 19)
+    assert seeds.record_key(merged[1]) == ("reference", "ReferenceNet", 512, None, 1, 19, "float32")
 
 
 def test_the_notebooks_recipe_on_another_network_is_another_run():
     net_run = record(1, 99.5)
     other_network = record(1, 99.45, width=None, network="PublicSmallNet")
     merged = seeds.merge_records([net_run], [other_network])
-    assert [seeds.record_key(r) for r in merged] == [("notebook", "Net", 256, 8, 1, 15),
-                                                      ("notebook", "PublicSmallNet", 256, None, 1, 15)]
+    assert [seeds.record_key(r) for r in merged] == [("notebook", "Net", 256, 8, 1, 15, "float32"),
+                                                      ("notebook", "PublicSmallNet", 256, None, 1, 15, "float32")]
 
 
 def test_the_notebooks_recipe_with_another_batch_size_is_another_run():
@@ -77,7 +77,7 @@ def test_history_record_keeps_the_recipe_network_seed_and_every_epochs_accuracy(
     history.record(0.5, 90.0, 0.2, 98.0, 10.0)
     history.record(0.1, 99.0, 0.02, 99.5, 12.0)
     record = seeds.history_record(history)
-    assert seeds.record_key(record) == ("notebook", "PublicSmallNet", 128, None, 3, 2)
+    assert seeds.record_key(record) == ("notebook", "PublicSmallNet", 128, None, 3, 2, "float32")
     assert record["last_test_acc"] == 99.5 and record["test_acc_per_epoch"] == [98.0, 99.5]
     assert record["seconds_per_epoch"] == 11.0 and record["settings"]["batch_size"] == 128
 
@@ -89,8 +89,9 @@ def test_the_recipe_built_from_the_notebooks_parameters_is_the_recipe_its_cell_b
     cells = json_module.loads(seeds.NOTEBOOK.read_text())["cells"]
     source = next("".join(c["source"]) for c in cells if "RECIPE = utils.Recipe(" in "".join(c["source"]))
     built = source[source.index("utils.Recipe("):]
-    built = built[:built.index(")") + 1].replace("utils.Recipe", "Recipe")
-    assert eval(built, {"Recipe": seeds.Recipe, **parameters}) == seeds.notebook_recipe(parameters)
+    built = built[:built.index("))") + 2]
+    device = seeds.torch.device("cpu")
+    assert eval(built, {"utils": seeds, "device": device, **parameters}) == seeds.notebook_recipe(parameters, device)
 
 
 def test_importing_seeds_changes_neither_the_environment_nor_the_plotting_backend():
@@ -115,3 +116,9 @@ def test_the_results_figure_shows_every_run_in_a_group_per_network_recipe_batch_
                           "ReferenceNet, its own recipe, rebuilt, batches of 512, 19 epochs (1 seeds)"]
     points = sorted(float(y) for collection in ax.collections[:2] for _, y in collection.get_offsets())
     assert points == pytest.approx([99.51, 99.52, 99.52, 99.53])
+
+
+def test_runs_in_another_precision_are_other_runs():
+    fp32 = dict(record(1, 99.5), settings={"precision": "float32"})
+    bf16 = dict(record(1, 99.6), settings={"precision": "bfloat16"})
+    assert len(seeds.merge_records([fp32], [bf16])) == 2 and len(seeds.merge_records([record(1, 99.4)], [fp32])) == 1

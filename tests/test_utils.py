@@ -781,3 +781,13 @@ def test_fit_in_bfloat16_trains_and_keeps_weights_and_statistics_in_float32():
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(b.dtype in (torch.float32, torch.int64) for b in model.buffers())
     assert history.recipe.precision == "bfloat16" and all(math.isfinite(loss) for loss in history.train_loss)
+
+
+def test_pick_precision_takes_bfloat16_only_on_a_cpu_that_computes_it_natively(monkeypatch, capsys):
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert utils.pick_precision(torch.device("cpu")) == ("bfloat16" if native else "float32")
+    assert utils.pick_precision(torch.device("cuda")) == "float32"
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith("Training in bfloat16: ") and "emulate" in said[1] and "CPUs only" in said[2]
