@@ -771,13 +771,15 @@ def test_networks_for_batch_norm_differ_only_in_batch_norm_and_initialisation():
 
 def test_fit_in_bfloat16_trains_and_keeps_weights_and_statistics_in_float32():
     images, labels = synthetic_digits(128)
+    torch.manual_seed(0)
     model = Net(n_channels=4)
     history = fit_on(images, labels, small_recipe(epochs=6, precision="bfloat16"), model=model)
+    torch.manual_seed(0)
     plain = fit_on(images, labels, small_recipe(epochs=6))
     assert history.epochs == 6 and history.train_loss != plain.train_loss  # another arithmetic
     # It learns as float32 does: the loss falls as far (a region spanning steps would freeze the weights).
-    assert plain.train_loss[-1] < 0.7 * plain.train_loss[0]
-    assert abs(history.train_loss[-1] - plain.train_loss[-1]) < 0.2 * plain.train_loss[-1]
+    assert plain.train_loss[-1] < 0.7 * plain.train_loss[0]  # seeded: this network learns these digits
+    assert abs(history.train_loss[-1] - plain.train_loss[-1]) < 0.1 * plain.train_loss[-1]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(b.dtype in (torch.float32, torch.int64) for b in model.buffers())
     assert history.recipe.precision == "bfloat16" and all(math.isfinite(loss) for loss in history.train_loss)
