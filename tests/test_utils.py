@@ -778,7 +778,7 @@ def test_fit_in_bfloat16_trains_and_keeps_weights_and_statistics_in_float32():
     plain = fit_on(images, labels, small_recipe(epochs=6))
     assert history.epochs == 6 and history.train_loss != plain.train_loss  # another arithmetic
     # It learns as float32 does: the loss falls as far (a region spanning steps would freeze the weights).
-    assert plain.train_loss[-1] < 0.7 * plain.train_loss[0]  # seeded: this network learns these digits
+    assert plain.train_loss[-1] < 0.8 * plain.train_loss[0]  # seeded: this network learns these digits
     assert abs(history.train_loss[-1] - plain.train_loss[-1]) < 0.1 * plain.train_loss[-1]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(b.dtype in (torch.float32, torch.int64) for b in model.buffers())
