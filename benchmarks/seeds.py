@@ -177,7 +177,9 @@ def run_group(record: dict) -> str:
     network = f"Net(n_channels={record['width']})" if record["network"] == "Net" else record["network"]
     recipe = {"notebook": "this project's training", "reference": "its own recipe, rebuilt",
               "public-8k": "its published training"}.get(record["recipe"], record["recipe"])
-    return f"{network}, {recipe}, batches of {record['batch_size']}, {record['epochs']} epochs"
+    precision = record.get("settings", {}).get("precision", "float32")
+    return (f"{network}, {recipe}{', bfloat16' if precision == 'bfloat16' else ''}, batches of "
+            f"{record['batch_size']}, {record['epochs']} epochs")
 
 
 def plot_accuracy_vs_parameters(records: list[dict]) -> Figure:
