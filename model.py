@@ -1,13 +1,37 @@
 """A compact CNN for MNIST: convolution blocks, max-pool transitions and global average pooling."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
+# Normalised MNIST pixels lie between -0.43 and 2.83; an input far outside that was not normalised.
+NORMALISED_LIMIT = 10.0
+
+
+def whole_number(value, name: str, minimum: int = 1) -> int:
+    """`value` as an int if it is a whole number (int, NumPy integer) of at least `minimum`; a ValueError
+    that names `name` otherwise. A bool is refused: `True` as a width is a slip, not a 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def fraction(value, name: str, low: float = 0.0, high: float = 1.0) -> float:
+    """`value` as a float if it is a real number in [low, high); a ValueError that names `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low <= value < high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}), got {value!r}")
+    return float(value)
 
 
 class ConvBlock(nn.Sequential):
@@ -20,8 +44,7 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, batch_norm: bool = True,
                  kernel_size: int = 3, padded: bool = True) -> None:
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        dropout = fraction(dropout, "dropout")
         if kernel_size not in (1, 3):
             raise ValueError(f"kernel_size must be 1 or 3, got {kernel_size!r}")
         # With BatchNorm, no bias: BatchNorm subtracts the mean and adds its own shift.
@@ -48,8 +71,7 @@ class MaxPoolingBlock(nn.Sequential):
 
 def stage_widths(n_channels: int) -> tuple[int, int, int]:
     """Channel widths of the three resolution stages (28x28, 14x14, 7x7) for a base width."""
-    if not isinstance(n_channels, int) or n_channels < 1:
-        raise ValueError(f"n_channels must be a positive int, got {n_channels!r}")
+    n_channels = whole_number(n_channels, "n_channels")
     return 2 * n_channels, 2 * n_channels, 3 * n_channels
 
 
@@ -70,10 +92,9 @@ class Net(nn.Module):
     def __init__(self, in_channels: int = 1, n_channels: int = 8, dropout: float = 0.0,
                  batch_norm: bool = True) -> None:
         super().__init__()
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-        self.in_channels, self.n_channels = in_channels, n_channels
-        w1, w2, w3 = stage_widths(n_channels)
+        self.in_channels = whole_number(in_channels, "in_channels")
+        self.n_channels = whole_number(n_channels, "n_channels")
+        w1, w2, w3 = stage_widths(self.n_channels)
         self.features = nn.Sequential(
             ConvBlock(in_channels, w1, dropout, batch_norm),  # 28x28: edges and strokes
             MaxPoolingBlock(w1, w2),  # -> 14x14
@@ -94,14 +115,21 @@ class Net(nn.Module):
 
 
 def check_images(x: torch.Tensor, in_channels: int = 1) -> None:
-    """Raise a ValueError that says what was expected unless `x` is a float batch N x in_channels x 28 x 28."""
-    expected = f"a float tensor of shape N x {in_channels} x {IMAGE_SIZE} x {IMAGE_SIZE}"
+    """Raise a ValueError that says what was expected unless `x` is a batch N x in_channels x 28 x 28 of
+    normalised float32 images: finite, and within the range normalisation gives."""
+    expected = f"a float32 tensor of shape N x {in_channels} x {IMAGE_SIZE} x {IMAGE_SIZE}, normalised"
+    prepare = "prepare images with utils.as_model_input (or utils.normalize for uint8 tensors)"
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"expected {expected}, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"expected {expected}, got dtype {x.dtype} (normalise images to float first)")
+    if x.dtype != torch.float32:
+        raise ValueError(f"expected {expected}, got dtype {x.dtype} ({prepare}, or call .float() on floats)")
     if x.dim() != 4 or tuple(x.shape[1:]) != (in_channels, IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"expected {expected}, got shape {tuple(x.shape)}")
+    # One check, read back once: a NaN or a raw 0-255 pixel would otherwise give a confident wrong answer.
+    if bool((~torch.isfinite(x) | (x.abs() > NORMALISED_LIMIT)).any()):
+        found = "NaN or infinite values" if not bool(torch.isfinite(x).all()) else (
+            f"values up to {float(x.abs().max()):g}, which look like raw 0-255 pixels")
+        raise ValueError(f"expected {expected}, got {found}: {prepare}")
 
 
 class PublicSmallNet(nn.Module):
@@ -132,22 +160,203 @@ class PublicSmallNet(nn.Module):
         return self.classifier(self.features(x)).flatten(1)
 
 
-ARCHITECTURES = ("Net", "PublicSmallNet")
+TRANSITIONS = ("linear", "activated", "none")
 
 
-def build_network(architecture: str = "Net", n_channels: int = 8, dropout: float = 0.0) -> nn.Module:
-    """The network a notebook run trains: `Net(n_channels, dropout)`, or `PublicSmallNet()`.
+@dataclass(frozen=True)
+class Shape:
+    """Where a network of the family spends its parameters: the widths of its 3x3 ConvBlocks at each
+    resolution, what follows each 2x2 max-pool, whether the convolutions after the first pool are padded,
+    optional 1x1 ConvBlocks before global average pooling, and whether the last layer has a bias.
 
-    `PublicSmallNet` has one fixed width, so `n_channels` does not apply to it, and no Dropout: a `dropout`
-    other than 0 with it raises a ValueError rather than being ignored.
+    `Net` is Shape((16,), (16, 16, 16), (24, 24)); the public design of `PublicSmallNet` is
+    Shape((10, 10, 10), (16, 16, 8, 8), (), "none", padded=False, head=(8, 16), head_bias=False).
     """
-    if architecture == "Net":
-        return Net(n_channels=n_channels, dropout=dropout)
-    if architecture == "PublicSmallNet":
-        if dropout:
-            raise ValueError(f"PublicSmallNet has no Dropout: expected dropout 0, got {dropout!r}")
-        return PublicSmallNet()
-    raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+
+    at_28: tuple[int, ...]  # ConvBlocks at 28x28 (always padded)
+    at_14: tuple[int, ...]  # after the first max-pool
+    at_7: tuple[int, ...] = ()  # after a second max-pool; () for none
+    transition: str = "linear"  # after each pool: a 1x1 convolution to the next width, with BatchNorm and ReLU, or none
+    padded: bool = True  # False: the 3x3 convolutions after the first pool trim a pixel from every side
+    head: tuple[int, ...] = ()  # 1x1 ConvBlocks just before global average pooling
+    head_bias: bool = True  # the last layer's bias (the public design's 1x1 head has none)
+
+    def __post_init__(self) -> None:
+        for name in ("at_28", "at_14", "at_7", "head"):
+            widths = tuple(whole_number(width, name) for width in getattr(self, name))
+            object.__setattr__(self, name, widths)
+        if not self.at_28 or not self.at_14:
+            raise ValueError(f"a shape needs at least one ConvBlock at 28x28 and one at 14x14, got {self}")
+        if self.transition not in TRANSITIONS:
+            raise ValueError(f"transition must be one of {TRANSITIONS}, got {self.transition!r}")
+        size = IMAGE_SIZE // 2 - (0 if self.padded else 2 * len(self.at_14))  # after the first pool
+        if self.at_7:
+            size = size // 2 - (0 if self.padded else 2 * len(self.at_7))
+        if size < 1:
+            raise ValueError(f"{self} shrinks the maps to nothing before the head")
+
+
+class ShapedNet(nn.Module):
+    """The network a `Shape` describes: ConvBlocks at 28x28, a max-pool (and transition), ConvBlocks at 14x14,
+    optionally another max-pool (and transition) and ConvBlocks at 7x7, 1x1 ConvBlocks, global average
+    pooling and a linear layer to the 10 classes."""
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__()
+        self.shape = shape
+        layers, channels = [], 1
+        for width in shape.at_28:
+            layers.append(ConvBlock(channels, width))
+            channels = width
+        for stage in (shape.at_14, shape.at_7):
+            if not stage:
+                continue
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            if shape.transition == "linear":  # the first ConvBlock's width, set by a bare 1x1 convolution
+                layers.append(nn.Conv2d(channels, stage[0], kernel_size=1, bias=False))
+                channels = stage[0]
+            elif shape.transition == "activated":
+                layers.append(ConvBlock(channels, stage[0], kernel_size=1))
+                channels = stage[0]
+            for width in stage:
+                layers.append(ConvBlock(channels, width, padded=shape.padded))
+                channels = width
+        for width in shape.head:
+            layers.append(ConvBlock(channels, width, kernel_size=1))
+            channels = width
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(channels, NUM_CLASSES, bias=shape.head_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch N x 1 x 28 x 28 of float images to N x 10 class logits."""
+        check_images(x)
+        return self.classifier(self.features(x).flatten(1))
+
+
+# Named points of the family: the two it must contain, and the shapes cross-validation screens (benchmarks/).
+SHAPES = {
+    "net": Shape((16,), (16, 16, 16), (24, 24)),
+    "public": Shape((10, 10, 10), (16, 16, 8, 8), (), "none", padded=False, head=(8, 16), head_bias=False),
+    # Under 20,000 parameters: where the width sits, 1 to 3 convolutions at 28x28, the transitions, depth at 7x7.
+    "net-activated": Shape((16,), (16, 16, 16), (24, 24), "activated"),
+    "28x2-14x2": Shape((16, 16), (16, 16), (24, 24)),
+    "28x2-14x2-activated": Shape((16, 16), (16, 16), (24, 24), "activated"),
+    "28x3-14x2-bare": Shape((16, 16, 16), (16, 16), (24, 24), "none"),
+    "28x3-narrow-bare": Shape((12, 12, 12), (16, 16, 16), (24, 24), "none"),
+    "wide-14": Shape((16,), (20, 20, 20), (20, 20)),
+    "deep-7": Shape((16,), (16, 16, 16), (20, 20, 20)),
+    "28x2-7x3-activated": Shape((16, 16), (16, 16), (20, 20, 20), "activated"),
+    # Under 8,000 parameters.
+    "small-wide-7-activated": Shape((10,), (12, 12), (16, 16), "activated"),
+    "small-28x3-bare": Shape((8, 8, 8), (12, 12), (16, 16), "none"),
+    "small-28x3-10-bare": Shape((10, 10, 10), (12, 12), (14, 14), "none"),
+    "small-unpadded": Shape((10, 10, 10), (12, 12, 12, 12), (), "none", padded=False),
+}
+
+
+def activated_transitions(net: Net) -> Net:
+    """`net` with BatchNorm and ReLU after the 1x1 convolution of each MaxPoolingBlock, so that it is a layer
+    of its own rather than a linear map folded into the 3x3 convolution after it."""
+    for index, block in enumerate(net.features):
+        if isinstance(block, MaxPoolingBlock):
+            channels = block[1].out_channels
+            net.features[index] = nn.Sequential(*block, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+    return net
+
+
+def without_1x1_transitions(net: Net) -> Net:
+    """`net` whose MaxPoolingBlocks are bare max-pools: the 3x3 convolution after each pool reads the pooled
+    channels directly, as the linear 1x1 convolution could be folded into it."""
+    channels = net.in_channels
+    for index, block in enumerate(net.features):
+        if isinstance(block, MaxPoolingBlock):
+            net.features[index] = block[0]
+        elif isinstance(block, ConvBlock):
+            conv = block[0]
+            if conv.in_channels != channels:
+                block[0] = nn.Conv2d(channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None)
+            channels = conv.out_channels
+    return net
+
+
+class Residual(nn.Module):
+    """x + block(x): a skip connection around a block that keeps the shape."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def residual_blocks(net: Net) -> Net:
+    """`net` with a skip connection around every ConvBlock whose input and output shapes match (the three at
+    14x14 and the two at 7x7): no extra parameters, a shorter path for the gradient."""
+    for index, block in enumerate(net.features):
+        if isinstance(block, ConvBlock) and block[0].in_channels == block[0].out_channels:
+            net.features[index] = Residual(block)
+    return net
+
+
+def wide_first_convolution(net: Net) -> Net:
+    """`net` whose first convolution is 5x5 instead of 3x3: a wider look at each stroke where parameters
+    are cheapest (one input channel)."""
+    first = net.features[0][0]
+    net.features[0][0] = nn.Conv2d(first.in_channels, first.out_channels, kernel_size=5, padding=2, bias=False)
+    return net
+
+
+def flatten_head(net: Net) -> Net:
+    """`net` whose head flattens the last 7x7 maps into one Linear layer instead of averaging each channel:
+    the classifier then has a weight for every position of every channel."""
+    channels = net.classifier.in_features
+    net.features[-1] = nn.Flatten()
+    net.classifier = nn.Linear(channels * 7 * 7, net.classifier.out_features)
+    return net
+
+
+# Every network a run can train, by the name a Recipe gives it: Net, the public design, and the variants
+# of Net that cross-validation scored (What each ingredient buys). Each takes a width and a Dropout rate.
+NETWORKS: dict[str, Callable[[int | None, float], nn.Module]] = {
+    "Net": lambda width, dropout: Net(n_channels=width, dropout=dropout),
+    "PublicSmallNet": lambda width, dropout: PublicSmallNet(),
+    "Net-no-bn": lambda width, dropout: Net(n_channels=width, dropout=dropout, batch_norm=False),
+    "Net-no-bn-kaiming": lambda width, dropout: kaiming_init(Net(n_channels=width, dropout=dropout,
+                                                                 batch_norm=False)),
+    "Net-activated-1x1": lambda width, dropout: activated_transitions(Net(n_channels=width, dropout=dropout)),
+    "Net-no-1x1": lambda width, dropout: without_1x1_transitions(Net(n_channels=width, dropout=dropout)),
+    "Net-residual": lambda width, dropout: residual_blocks(Net(n_channels=width, dropout=dropout)),
+    "Net-5x5-first": lambda width, dropout: wide_first_convolution(Net(n_channels=width, dropout=dropout)),
+    "Net-flatten-head": lambda width, dropout: flatten_head(Net(n_channels=width, dropout=dropout)),
+    **{f"shape:{name}": (lambda width, dropout, shape=shape: ShapedNet(shape)) for name, shape in SHAPES.items()},
+}
+# Networks of one fixed width and no Dropout: a Recipe gives them width None and dropout 0.
+FIXED_NETWORKS = ("PublicSmallNet", *(f"shape:{name}" for name in SHAPES))
+DEFAULT_WIDTH = 8  # the width of the others when none is given: Net's 18,538 parameters
+
+
+def check_network(network: str, width: int | None, dropout: float) -> tuple[int | None, float]:
+    """The width and Dropout rate checked against the network named: a ValueError that says what was
+    expected, rather than a setting the network would ignore. Returns them as int (None: the network has one
+    fixed width; a width of None for another network means DEFAULT_WIDTH) and float."""
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {list(NETWORKS)}, got {network!r}")
+    dropout = fraction(dropout, "dropout")
+    if network in FIXED_NETWORKS:
+        if width is not None or dropout:
+            raise ValueError(f"{network} has one fixed width and no Dropout: expected width None and dropout 0, "
+                             f"got width {width!r} and dropout {dropout!r}")
+        return None, dropout
+    return whole_number(DEFAULT_WIDTH if width is None else width, "width"), dropout
+
+
+def build_network(network: str = "Net", width: int | None = None, dropout: float = 0.0) -> nn.Module:
+    """The network named (a key of NETWORKS) at this width (None: its default) and Dropout rate, e.g.
+    `build_network("Net", 8)` is `Net(n_channels=8)`."""
+    width, dropout = check_network(network, width, dropout)
+    return NETWORKS[network](width, dropout)
 
 
 def kaiming_init(model: nn.Module) -> nn.Module:

@@ -2,18 +2,20 @@
 
 Each section below opens with a banner that names the notebook section it serves:
 
-1. Setup: seeds and the device.
+1. Setup: the run's Recipe, seeds and the device.
 2. The data: loading MNIST, normalising, augmenting, batching on the device.
 3. The model: its checks (summary, costs, receptive field) live in model.py, beside the network.
 4. BatchNorm, made visible: activation spreads and the first training steps.
-5. Training: the Recipe, one epoch (`train`), testing, BatchNorm statistics, the schedule, `fit`.
-6. Evaluation: curves, lagging statistics, predictions, mistakes, the confusion matrix.
-7. What each ingredient buys: the ablation figure.
+5. Training: one step, one epoch (`train`), testing, BatchNorm statistics, the schedule, `fit`, saving.
+6. Results: curves, lagging statistics, predictions, mistakes, the confusion matrix.
+7. What each ingredient buys: paired cross-validation gains and their figure.
 8. What the network sees: filters, feature maps, occlusion.
 9. Your own handwriting: preparing a drawing as MNIST's digits were prepared.
-10. Did we meet the constraints?
-11. Benchmark records: reading the cross-validation ledger and the seed results. Not needed to train;
-    the notebook reads them for its figures and tables, and benchmarks/ writes them.
+10. Even smaller: the seed table.
+11. Did we meet the constraints?
+
+The notebook asserts only what held on many seeds; the functions named `..._checks` return those
+assertions as margins (positive where one holds), so that benchmarks/assertions.py re-runs the same ones.
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ import os
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,7 +42,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from model import IMAGE_SIZE, NUM_CLASSES, ConvBlock, Net, build_network, count_parameters, kaiming_init
+from model import (IMAGE_SIZE, NUM_CLASSES, ConvBlock, build_network, check_network, count_parameters, fraction,
+                   whole_number)
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
@@ -49,13 +52,97 @@ MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
 PROGRESS_SECONDS = 1.0
 # Beside a checkout of this project, the offline machines keep a copy of MNIST here.
 SHARED_MNIST = Path(__file__).resolve().parent.parent / "shared" / "mnist"
+SCHEDULES = ("one-cycle", "step")
+OPTIMIZERS = ("sgd", "adam")
+# "auto": bfloat16 where the CPU computes it natively, float32 elsewhere (`pick_precision`).
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-# ------------------------------------------------------------------- 1. Setup: seeds and the device
+# ------------------------------------------------------------ 1. Setup: the run's Recipe, seeds, device
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the random transforms applied to each training image: an affine transform, and
+    optionally an elastic distortion on top of it (Simard, Steinkraus and Platt, 2003)."""
+
+    max_degrees: float = 10.0  # rotation in [-max_degrees, +max_degrees]
+    max_shift: float = 0.1  # translation, as a fraction of the image size, in each direction
+    max_zoom: float = 0.1  # scale in [1 - max_zoom, 1 + max_zoom]
+    elastic_alpha: float = 0.0  # scale of the elastic displacement field, in pixels (0: no elastic distortion)
+    elastic_sigma: float = 4.0  # width of the Gaussian that smooths that field, in pixels
+
+    def __post_init__(self) -> None:
+        # Beyond these a transform no longer keeps the digit: upside down, pushed out of the frame,
+        # shrunk to nothing or mirrored (a zoom of 1 - 1.5 is negative).
+        object.__setattr__(self, "max_degrees", fraction(self.max_degrees, "max_degrees", 0.0, 180.0))
+        object.__setattr__(self, "max_shift", fraction(self.max_shift, "max_shift", 0.0, 0.5))
+        object.__setattr__(self, "max_zoom", fraction(self.max_zoom, "max_zoom", 0.0, 1.0))
+        object.__setattr__(self, "elastic_alpha", fraction(self.elastic_alpha, "elastic_alpha", 0.0, math.inf))
+        object.__setattr__(self, "elastic_sigma", fraction(self.elastic_sigma, "elastic_sigma", 0.1, math.inf))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of one run: the network, the seed, the precision and every training choice. `fit` and
+    `train_network` train from it, and a run's History keeps it, resolved, so a record says what it trained.
+
+    The defaults are the notebook's run. `precision="auto"` is resolved when the run starts (`resolved`):
+    bfloat16 on a CPU that computes it natively, float32 elsewhere (`pick_precision`).
+    """
+
+    network: str = "Net"  # a name in model.NETWORKS
+    width: int | None = None  # Net's n_channels (None: 8); a network of one fixed width keeps None
+    dropout: float = 0.0  # Dropout after every ConvBlock (0: none)
+    seed: int = 1  # seeds the weights (torch's global generator) and the run's own generator (batches)
+    precision: str = "auto"  # "float32", "bfloat16" (convolutions and linear layers under autocast), "auto"
+    epochs: int = 19
+    max_lr: float = 0.1  # the schedule's peak learning rate
+    schedule: str = "one-cycle"  # or "step" (`make_scheduler`)
+    step_epochs: int = 10  # with the step schedule: epochs between cuts of the rate to a tenth
+    optimizer: str = "sgd"  # SGD with Nesterov momentum, or "adam"
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    batch_size: int = 256
+    augmentation: Augmentation | None = Augmentation()  # None: train on the digits as they are
+    clean_final_epochs: int = 2  # the last epochs train on unaugmented digits
+    bn_batches: int = 40  # unaugmented batches that BatchNorm's statistics are recomputed from (0: keep its own)
+    ema_decay: float = 0.0  # above 0: score an exponential moving average of the weights with this decay
+
+    def __post_init__(self) -> None:
+        checked = dict(zip(("width", "dropout"), check_network(self.network, self.width, self.dropout)))
+        checked["seed"] = whole_number(self.seed, "seed", minimum=0)
+        for name in ("epochs", "step_epochs", "batch_size"):
+            checked[name] = whole_number(getattr(self, name), name)
+        for name in ("clean_final_epochs", "bn_batches"):
+            checked[name] = whole_number(getattr(self, name), name, minimum=0)
+        checked["max_lr"] = fraction(self.max_lr, "max_lr", 0.0, math.inf)
+        if checked["max_lr"] == 0:
+            raise ValueError("max_lr must be above 0: a learning rate of 0 trains nothing")
+        checked["weight_decay"] = fraction(self.weight_decay, "weight_decay", 0.0, math.inf)
+        checked["label_smoothing"] = fraction(self.label_smoothing, "label_smoothing")
+        checked["ema_decay"] = fraction(self.ema_decay, "ema_decay")
+        for name, allowed in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.augmentation is not None and not isinstance(self.augmentation, Augmentation):
+            raise ValueError(f"augmentation must be an Augmentation or None, got {self.augmentation!r}")
+        for name, value in checked.items():  # NumPy integers become ints, so the recipe writes out as JSON
+            object.__setattr__(self, name, value)
+
+    def resolved(self, device: torch.device) -> "Recipe":
+        """This recipe with `precision="auto"` replaced by what it means on `device`."""
+        return self if self.precision != "auto" else replace(self, precision=pick_precision(device)[0])
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Recipe":
+        """The recipe that `dataclasses.asdict` wrote out (as stored in a History's JSON)."""
+        augmentation = values.get("augmentation")
+        return cls(**{**values, "augmentation": None if augmentation is None else Augmentation(**augmentation)})
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) so that a run can be repeated."""
+    """Seed Python, NumPy and PyTorch's global generator (all devices) so that a run can be repeated."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -73,19 +160,17 @@ def pick_device() -> torch.device:
     return device
 
 
-def pick_precision(device: torch.device) -> str:
-    """bfloat16 on a CPU that computes it natively (AVX-512 BF16 or AMX), where it scored level with
-    float32 in cross-validation and ran faster; float32 elsewhere. Says which, and why."""
+def pick_precision(device: torch.device) -> tuple[str, str]:
+    """What `precision="auto"` means on `device`, and why: bfloat16 on a CPU that computes it natively
+    (AVX-512 BF16 or AMX), where cross-validation found it within noise of float32 and it ran faster;
+    float32 elsewhere."""
     native = [getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported",
                                                                        "_is_amx_tile_supported")]
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and any(native):
-        precision, why = "bfloat16", "this CPU computes bfloat16 natively, and there it is as accurate and faster"
-    elif device.type == "cpu":
-        precision, why = "float32", "this CPU has no native bfloat16, which it would emulate, slowly"
-    else:
-        precision, why = "float32", "bfloat16 has been measured on CPUs only"
-    print(f"Training in {precision}: {why} (benchmarks/README.md)")
-    return precision
+        return "bfloat16", "this CPU computes bfloat16 natively, where it scored within noise of float32, faster"
+    if device.type == "cpu":
+        return "float32", "this CPU has no native bfloat16, which it would emulate, slowly"
+    return "float32", "bfloat16 has been measured on CPUs only"
 
 
 def device_name(device: torch.device) -> str:
@@ -98,19 +183,21 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''})"
 
 
+def on_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """`model` moved to `device`; on a CPU also to channels-last memory, which its convolutions run faster
+    (the loaders hand the CPU channels-last batches to match)."""
+    device = torch.device(device)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+
 # -------------------------------------------------------------------------------------- 2. The data
 
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Ranges of the random transforms applied to each training image: an affine transform, and
-    optionally an elastic distortion on top of it (Simard, Steinkraus and Platt, 2003)."""
-
-    max_degrees: float = 10.0  # rotation in [-max_degrees, +max_degrees]
-    max_shift: float = 0.1  # translation, as a fraction of the image size, in each direction
-    max_zoom: float = 0.1  # scale in [1 - max_zoom, 1 + max_zoom]
-    elastic_alpha: float = 0.0  # scale of the elastic displacement field, in pixels (0: no elastic distortion)
-    elastic_sigma: float = 4.0  # width of the Gaussian that smooths that field, in pixels
+# The size of each of MNIST's four raw files (IDX format: a header, then one byte per pixel or label).
+MNIST_FILE_BYTES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28, "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28, "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
@@ -127,17 +214,33 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, b
     return Path("data"), True
 
 
+def check_mnist_files(root: Path) -> None:
+    """Raise a ValueError naming any raw MNIST file under `root` whose size is not MNIST's: a file cut short
+    by a broken download, say, which torchvision would otherwise report as missing or misread."""
+    for name, expected in MNIST_FILE_BYTES.items():
+        path = root / "MNIST" / "raw" / name
+        if path.is_file() and path.stat().st_size != expected:
+            raise ValueError(f"{path} is corrupt: {path.stat().st_size:,} bytes, expected {expected:,}. "
+                             "Delete it (it is downloaded again where the internet is reachable) or copy a good one.")
+
+
 def load_mnist(train: bool, data_dir: str | os.PathLike | None = None, transform=None) -> datasets.MNIST:
     """The MNIST training or test set through torchvision, with one clear error when it cannot be had."""
     root, download = resolve_data_dir(data_dir)
+    check_mnist_files(root)
     try:
-        return datasets.MNIST(root=str(root), train=train, download=download, transform=transform)
+        dataset = datasets.MNIST(root=str(root), train=train, download=download, transform=transform)
     except Exception as error:  # torchvision raises RuntimeError or URLError from deep inside
         raise FileNotFoundError(
             f"MNIST not found under '{root}' ({type(error).__name__}: {error}). "
             "Set MNIST_DATA_DIR (or pass data_dir) to a folder holding MNIST/raw/, "
             "or run where the internet is reachable so that it downloads into ./data."
         ) from None  # the message above says all; torchvision's own traceback would bury it
+    labels = dataset.targets
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= NUM_CLASSES):
+        raise ValueError(f"the MNIST {'training' if train else 'test'} labels under '{root}' run from "
+                         f"{int(labels.min())} to {int(labels.max())}; MNIST's labels are the digits 0 to 9")
+    return dataset
 
 
 def mnist_tensors(train: bool, data_dir: str | os.PathLike | None = None,
@@ -145,122 +248,6 @@ def mnist_tensors(train: bool, data_dir: str | os.PathLike | None = None,
     """All images (uint8, N x 1 x 28 x 28) and labels (int64, N) of one split, as tensors on `device`."""
     dataset = load_mnist(train, data_dir)
     return dataset.data.unsqueeze(1).to(device), dataset.targets.to(device)
-
-
-def train_transforms(aug: Augmentation = Augmentation()) -> transforms.Compose:
-    """Per-image (PIL) version of the training augmentation: what `augment_batch` does to a whole batch."""
-    return transforms.Compose([
-        transforms.RandomAffine(degrees=aug.max_degrees, translate=(aug.max_shift, aug.max_shift),
-                                scale=(1 - aug.max_zoom, 1 + aug.max_zoom)),
-        transforms.ToTensor(),
-        transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)),
-    ])
-
-
-def test_transforms() -> transforms.Compose:
-    """Test images are only scaled to [0, 1] and normalised with the training set's mean and std."""
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (or [0, 1] float) images -> float images with the training set's mean 0 and std 1."""
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    return (images - MNIST_MEAN) / MNIST_STD
-
-
-def elastic_displacement(n: int, size: int, alpha: float, sigma: float, device: torch.device) -> torch.Tensor:
-    """Random smooth displacement fields, N x size x size x 2, in pixels: uniform noise in [-1, 1] for every
-    pixel and direction, smoothed by a Gaussian of `sigma` pixels (one pass per axis), scaled by `alpha`."""
-    radius = max(1, round(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
-    field = torch.empty(n * 2, 1, size, size, device=device).uniform_(-1, 1)
-    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):  # along the width, then along the height
-        padding = (radius, radius, 0, 0) if shape[-1] == -1 else (0, 0, radius, radius)
-        field = F.conv2d(F.pad(field, padding, mode="reflect"), kernel.reshape(shape))
-    return alpha * field.reshape(n, 2, size, size).permute(0, 2, 3, 1)
-
-
-def augment_batch(images: torch.Tensor, aug: Augmentation = Augmentation()) -> torch.Tensor:
-    """Rotate, shift and zoom every image of a float batch (N x C x H x W, values in [0, 1]) by its own
-    random amounts, and distort it elastically if `aug.elastic_alpha` is above 0, in one `grid_sample`
-    call on the batch's device."""
-    n, device = images.shape[0], images.device
-    angle = torch.empty(n, device=device).uniform_(-1, 1) * math.radians(aug.max_degrees)
-    zoom = torch.empty(n, device=device).uniform_(1 - aug.max_zoom, 1 + aug.max_zoom)
-    # affine_grid coordinates run from -1 to 1, so a shift of a fraction f of the image is 2 f.
-    shift = torch.empty(n, 2, device=device).uniform_(-1, 1) * 2 * aug.max_shift
-    # theta maps output coordinates to input coordinates: the inverse of the wanted transform.
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    if aug.elastic_alpha > 0:
-        # Each output pixel samples a few pixels away, by a field that varies smoothly across the digit:
-        # a pixel is 2 / size in grid coordinates.
-        size = images.shape[-1]
-        grid = grid + elastic_displacement(n, size, aug.elastic_alpha, aug.elastic_sigma, device) * (2 / size)
-    # Pixels that come from outside the image are 0: MNIST's black background.
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-class TensorLoader:
-    """Batches of (normalised, optionally augmented) images and labels from tensors that already sit on
-    the training device: no worker processes, no per-image Python work."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
-                 shuffle: bool = False, augmentation: Augmentation | None = None,
-                 channels_last: bool = False) -> None:
-        if images.dim() != 4 or images.dtype != torch.uint8:
-            raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {tuple(images.shape)}")
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.augmentation = batch_size, shuffle, augmentation
-        self.channels_last = channels_last
-
-    @classmethod
-    def for_training(cls, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> "TensorLoader":
-        """Shuffled batches of the recipe's size, augmented as it says, on the tensors' device.
-
-        Channels-last memory layout is used on the CPU, where it measured faster; elsewhere it is left off.
-        """
-        return cls(images, labels, recipe.batch_size, shuffle=True, augmentation=recipe.augmentation,
-                   channels_last=images.device.type == "cpu")
-
-    @classmethod
-    def for_evaluation(cls, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> "TensorLoader":
-        """Unaugmented batches in storage order, on the tensors' device (channels-last on the CPU)."""
-        return cls(images, labels, batch_size, channels_last=images.device.type == "cpu")
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Move `model` to this loader's device, and to channels-last memory if its batches are."""
-        model = model.to(self.images.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.images.device
-        order = torch.randperm(len(self.images), device=device) if self.shuffle else None
-        for start in range(0, len(self.images), self.batch_size):
-            if order is None:
-                images = self.images[start:start + self.batch_size]
-                labels = self.labels[start:start + self.batch_size]
-            else:
-                index = order[start:start + self.batch_size]
-                images, labels = self.images[index], self.labels[index]
-            images = images.float() / 255
-            if self.augmentation is not None:
-                images = augment_batch(images, self.augmentation)
-            images = normalize(images)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels
 
 
 def _image_grid(images: torch.Tensor, titles: Sequence[str], columns: int, figsize_per: float = 1.1) -> Figure:
@@ -282,13 +269,134 @@ def plot_samples(images: torch.Tensor, labels: torch.Tensor, count: int = 32, co
     return _image_grid(images[:count], [str(int(label)) for label in labels[:count]], columns)
 
 
-def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(), views: int = 7) -> Figure:
-    """Each row: one original digit (uint8) and `views` random augmented versions of it."""
+def test_transforms() -> transforms.Compose:
+    """Test images are only scaled to [0, 1] and normalised with the training set's mean and std."""
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0, 1] float) images -> float images with the training set's mean 0 and std 1."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    return (images - MNIST_MEAN) / MNIST_STD
+
+
+def train_transforms(aug: Augmentation = Augmentation()) -> transforms.Compose:
+    """Per-image (PIL) version of the training augmentation: what `augment_batch` does to a whole batch."""
+    return transforms.Compose([
+        transforms.RandomAffine(degrees=aug.max_degrees, translate=(aug.max_shift, aug.max_shift),
+                                scale=(1 - aug.max_zoom, 1 + aug.max_zoom)),
+        transforms.ToTensor(),
+        transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)),
+    ])
+
+
+def elastic_displacement(n: int, size: int, alpha: float, sigma: float, device: torch.device,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random smooth displacement fields, N x size x size x 2, in pixels: uniform noise in [-1, 1] for every
+    pixel and direction, smoothed by a Gaussian of `sigma` pixels (one pass per axis), scaled by `alpha`."""
+    radius = max(1, round(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    field = torch.empty(n * 2, 1, size, size, device=device).uniform_(-1, 1, generator=generator)
+    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):  # along the width, then along the height
+        padding = (radius, radius, 0, 0) if shape[-1] == -1 else (0, 0, radius, radius)
+        field = F.conv2d(F.pad(field, padding, mode="reflect"), kernel.reshape(shape))
+    return alpha * field.reshape(n, 2, size, size).permute(0, 2, 3, 1)
+
+
+def augment_batch(images: torch.Tensor, aug: Augmentation = Augmentation(),
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate, shift and zoom every image of a float batch (N x C x H x W, values in [0, 1]) by its own
+    random amounts, drawn from `generator` (None: torch's global one), and distort it elastically if
+    `aug.elastic_alpha` is above 0, in one `grid_sample` call on the batch's device."""
+    n, device = images.shape[0], images.device
+    angle = torch.empty(n, device=device).uniform_(-1, 1, generator=generator) * math.radians(aug.max_degrees)
+    zoom = torch.empty(n, device=device).uniform_(1 - aug.max_zoom, 1 + aug.max_zoom, generator=generator)
+    # affine_grid coordinates run from -1 to 1, so a shift of a fraction f of the image is 2 f.
+    shift = torch.empty(n, 2, device=device).uniform_(-1, 1, generator=generator) * 2 * aug.max_shift
+    # theta maps output coordinates to input coordinates: the inverse of the wanted transform.
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if aug.elastic_alpha > 0:
+        # Each output pixel samples a few pixels away, by a field that varies smoothly across the digit:
+        # a pixel is 2 / size in grid coordinates.
+        size = images.shape[-1]
+        grid = grid + elastic_displacement(n, size, aug.elastic_alpha, aug.elastic_sigma, device,
+                                           generator) * (2 / size)
+    # Pixels that come from outside the image are 0: MNIST's black background.
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def plot_augmentations(images: torch.Tensor, aug: Augmentation = Augmentation(), views: int = 7,
+                       seed: int = 0) -> Figure:
+    """Each row: one original digit (uint8) and `views` random augmented versions of it (drawn with `seed`)."""
+    generator = run_generator(seed, images.device)
     originals = images.float() / 255
-    columns = [originals] + [augment_batch(originals, aug) for _ in range(views)]
+    columns = [originals] + [augment_batch(originals, aug, generator) for _ in range(views)]
     grid = torch.stack(columns, 1).flatten(0, 1)
     titles = (["original"] + [f"view {v}" for v in range(1, views + 1)]) * len(images)
     return _image_grid(grid, titles, columns=views + 1)
+
+
+def run_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """The random generator one run owns for its batches: the order it shuffles in and the augmentation it
+    draws. Any other random draw, anywhere, leaves the run's batches as they are."""
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
+class TensorLoader:
+    """Batches of (normalised, optionally augmented) images and labels from tensors that already sit on
+    the training device: no worker processes, no per-image Python work. Shuffling and augmentation draw
+    from `generator` (None: torch's global one)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
+                 shuffle: bool = False, augmentation: Augmentation | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.augmentation = whole_number(batch_size, "batch_size"), shuffle, augmentation
+        self.generator = generator
+        # Channels-last batches on the CPU, to match the channels-last model `on_device` gives it there.
+        self.channels_last = images.device.type == "cpu"
+
+    @classmethod
+    def for_training(cls, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe,
+                     generator: torch.Generator) -> "TensorLoader":
+        """Shuffled batches of the recipe's size, augmented as it says, drawn from the run's `generator`."""
+        return cls(images, labels, recipe.batch_size, shuffle=True, augmentation=recipe.augmentation,
+                   generator=generator)
+
+    @classmethod
+    def for_evaluation(cls, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> "TensorLoader":
+        """Unaugmented batches in storage order: no random draws at all."""
+        return cls(images, labels, batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        order = torch.randperm(len(self.images), device=device, generator=self.generator) if self.shuffle else None
+        for start in range(0, len(self.images), self.batch_size):
+            if order is None:
+                images = self.images[start:start + self.batch_size]
+                labels = self.labels[start:start + self.batch_size]
+            else:
+                index = order[start:start + self.batch_size]
+                images, labels = self.images[index], self.labels[index]
+            images = images.float() / 255
+            if self.augmentation is not None:
+                images = augment_batch(images, self.augmentation, self.generator)
+            images = normalize(images)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels
 
 
 # ----------------------------------------------------------------------- 4. BatchNorm, made visible
@@ -303,14 +411,17 @@ def batch_norm_by_hand(maps: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor
     return norm.weight.view(1, -1, 1, 1) * normalised + norm.bias.view(1, -1, 1, 1)
 
 
-def networks_for_batch_norm(n_channels: int) -> dict[str, nn.Module]:
-    """The three networks the BatchNorm section compares: `Net` with BatchNorm, without it (its
-    convolutions get biases back) with PyTorch's default initialisation, and without it with Kaiming's."""
-    return {
-        "with BatchNorm": Net(n_channels=n_channels),
-        "without, default initialisation": Net(n_channels=n_channels, batch_norm=False),
-        "without, Kaiming initialisation": kaiming_init(Net(n_channels=n_channels, batch_norm=False)),
-    }
+# The three networks the BatchNorm section compares, by the name model.NETWORKS gives each.
+BATCH_NORM_NETWORKS = {"with BatchNorm": "Net", "without, default initialisation": "Net-no-bn",
+                       "without, Kaiming initialisation": "Net-no-bn-kaiming"}
+
+
+def networks_for_batch_norm(width: int, device: torch.device | str = "cpu", seed: int = 1) -> dict[str, nn.Module]:
+    """The three networks the BatchNorm section compares, on `device`, their weights drawn after seeding
+    with `seed`: `Net` with BatchNorm, without it (its convolutions get biases back) with PyTorch's default
+    initialisation, and without it with Kaiming's."""
+    seed_everything(seed)
+    return {label: on_device(build_network(network, width), device) for label, network in BATCH_NORM_NETWORKS.items()}
 
 
 @torch.no_grad()
@@ -351,20 +462,34 @@ def plot_activation_spread(spreads: dict[str, Sequence[float]]) -> Figure:
     return fig
 
 
+def spread_checks(spreads: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """What the notebook reads in the spread picture, each as a margin (positive: it holds, by that much)."""
+    with_bn, plain, kaiming = (spreads[label] for label in BATCH_NORM_NETWORKS)
+    return {
+        "BatchNorm keeps every block's spread in (0.3, 1.0)": min(min(with_bn) - 0.3, 1.0 - max(with_bn)),
+        "default init: last block's spread below a quarter of the first's": plain[0] / 4 - plain[-1],
+        "Kaiming init: largest spread below 10 x the smallest": 10 - max(kaiming) / min(kaiming),
+    }
+
+
+def assert_all_hold(margins: Mapping[str, float]) -> None:
+    """Print each check's margin; raise an AssertionError naming every check whose margin is not positive."""
+    for name, margin in margins.items():
+        print(f"{'holds' if margin > 0 else 'FAILS'}  {name}  (margin {margin:+.3f})")
+    failed = [name for name, margin in margins.items() if not margin > 0]
+    assert not failed, f"these no longer hold on this run: {failed}"
+
+
 def loss_per_step(model: nn.Module, loader: TensorLoader | Sequence, steps: int, lr: float = 0.1) -> list[float]:
-    """Train for `steps` batches with plain SGD (momentum 0.9) at a constant learning rate; returns the
-    loss of every step, to compare how fast two models start learning."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    """Train for `steps` batches with plain SGD (momentum 0.9) at a constant learning rate, one `training_step`
+    at a time; returns the loss of every step, to compare how fast two models start learning."""
+    steps = whole_number(steps, "steps")
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
     losses = []
     while len(losses) < steps:
         for images, labels in loader:
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _ = training_step(model, images, labels, optimizer)
             losses.append(loss.item())
             if len(losses) == steps:
                 break
@@ -373,30 +498,30 @@ def loss_per_step(model: nn.Module, loader: TensorLoader | Sequence, steps: int,
     return losses
 
 
-def loss_curves_on_the_same_batches(runs: dict[str, tuple[nn.Module, float]], loader: TensorLoader, steps: int,
-                                    seed: int) -> dict[str, list[float]]:
+def loss_curves_on_the_same_batches(runs: dict[str, tuple[nn.Module, float]], images: torch.Tensor,
+                                    labels: torch.Tensor, steps: int, seed: int,
+                                    batch_size: int = 128) -> dict[str, list[float]]:
     """`loss_per_step` for several (model, learning rate) runs that see exactly the same batches in the same
-    order: the random generator is reset to `seed` just before each run shuffles. Each run trains a copy
-    of its model, so the models stay as they were built and a second call draws the same curves."""
+    order: each run's loader shuffles with a generator seeded with `seed`. Each run trains a copy of its
+    model, so the models stay as they were built and a second call draws the same curves."""
     curves = {}
     for name, (model, lr) in runs.items():
-        seed_everything(seed)
+        loader = TensorLoader(images, labels, batch_size, shuffle=True, generator=run_generator(seed, images.device))
         curves[name] = loss_per_step(copy.deepcopy(model), loader, steps, lr)
     return curves
 
 
-def live_comparison(networks: dict[str, nn.Module], loader: TensorLoader, max_lr: float, no_bn_lr: float,
-                    seed: int, steps: int = 200) -> dict[str, list[float]]:
+def live_comparison(networks: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, max_lr: float,
+                    no_bn_lr: float, seed: int, steps: int = 200) -> dict[str, list[float]]:
     """The BatchNorm section's live run of the three `networks_for_batch_norm`: the one with BatchNorm and
     the one with default initialisation at `max_lr`, the Kaiming-initialised one at `no_bn_lr`, `steps`
-    steps each on the same batches (`loss_curves_on_the_same_batches`); the loss curves, named by network
-    and rate."""
-    with_bn, default, kaiming = (networks[name] for name in ("with BatchNorm", "without, default initialisation",
-                                                             "without, Kaiming initialisation"))
+    unaugmented batches of 128 each from `images`, the same batches for all three
+    (`loss_curves_on_the_same_batches`); the loss curves, named by network and rate."""
+    with_bn, default, kaiming = (networks[label] for label in BATCH_NORM_NETWORKS)
     runs = {f"with BatchNorm, LR {max_lr}": (with_bn, max_lr),
             f"without, default init, LR {max_lr}": (default, max_lr),
             f"without, Kaiming init, LR {no_bn_lr}": (kaiming, no_bn_lr)}
-    return loss_curves_on_the_same_batches(runs, loader, steps, seed)
+    return loss_curves_on_the_same_batches(runs, images, labels, steps, seed)
 
 
 def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
@@ -414,92 +539,78 @@ def plot_loss_per_step(curves: dict[str, Sequence[float]]) -> Figure:
     return fig
 
 
+def live_run_checks(curves: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """What the notebook reads in the live run's curves (`live_comparison`), each as a margin; only what
+    held on every seed tried: what the Kaiming run does in 200 steps varies from seed to seed."""
+    with_bn, default_init, _ = (statistics.mean(losses[-20:]) for losses in curves.values())
+    return {"with BatchNorm: mean loss of the last 20 steps below 0.5": 0.5 - with_bn,
+            "default init at the recipe's rate: mean loss of the last 20 steps above 2.0": default_init - 2.0}
+
+
 # -------------------------------------------------------------------------------------- 5. Training
 
 
-SCHEDULES = ("one-cycle", "step")
-OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("float32", "bfloat16")
+def autocast(precision: str, device: torch.device | str) -> torch.autocast:
+    """The arithmetic a run computes in: bfloat16 autocast on the device (convolutions and linear layers in
+    bfloat16, the rest in float32) for "bfloat16", plain float32 for "float32"."""
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16' (resolve 'auto' with Recipe.resolved), "
+                         f"got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Every training choice of one run: what `fit` trains with. The defaults are the notebook's recipe."""
-
-    epochs: int = 19
-    max_lr: float = 0.1  # the schedule's peak learning rate
-    schedule: str = "one-cycle"  # or "step" (`make_scheduler`)
-    step_epochs: int = 10  # with the step schedule: epochs between cuts of the rate to a tenth
-    optimizer: str = "sgd"  # SGD with Nesterov momentum, or "adam"
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    batch_size: int = 256
-    augmentation: Augmentation | None = Augmentation()  # None: train on the digits as they are
-    clean_final_epochs: int = 2  # the last epochs train on unaugmented digits
-    bn_batches: int = 40  # unaugmented batches that BatchNorm's statistics are recomputed from (0: keep its own)
-    ema_decay: float = 0.0  # above 0: score an exponential moving average of the weights with this decay
-    precision: str = "float32"  # or "bfloat16": the convolutions and linear layers under torch.autocast
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.clean_final_epochs < 0 or self.bn_batches < 0:
-            raise ValueError(f"clean_final_epochs and bn_batches cannot be negative, got "
-                             f"{self.clean_final_epochs} and {self.bn_batches}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "Recipe":
-        """The recipe that `dataclasses.asdict` wrote out (as stored in a History's JSON)."""
-        augmentation = values.get("augmentation")
-        return cls(**{**values, "augmentation": None if augmentation is None else Augmentation(**augmentation)})
+def training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  precision: str = "float32", label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step: forward pass, loss, gradients, weight update; returns the loss and the logits (detached)."""
+    # One autocast region per step: autocast caches its bfloat16 copies of the weights until the region
+    # ends, and a region spanning several steps would keep computing with the old weights.
+    with autocast(precision, images.device):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)  # the loss in float32
+    optimizer.zero_grad(set_to_none=True)  # PyTorch adds gradients up otherwise
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
 
 
 def train(model: nn.Module, loader: TensorLoader | Sequence, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, label_smoothing: float = 0.0,
           desc: str = "train", averaged: AveragedModel | None = None,
           precision: str = "float32") -> tuple[float, float]:
-    """One epoch of training; returns (mean loss, accuracy in %). `averaged`, if given, is updated after
-    every step with the new weights; with `precision="bfloat16"` the forward pass runs under autocast."""
+    """One epoch of training steps; returns (mean loss, accuracy in %). The scheduler moves the learning
+    rate after every step; `averaged`, if given, takes in the new weights after every step."""
     model.train()
     # Sums stay on the device: reading them back each step (.item()) would stall a GPU every batch.
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
-        # One autocast region per step: autocast caches its bfloat16 copies of the weights until the
-        # region ends, and a region spanning several steps would keep computing with the old weights.
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)  # the loss in float32
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = training_step(model, images, labels, optimizer, precision, label_smoothing)
         if scheduler is not None:
             scheduler.step()
         if averaged is not None:
             averaged.update_parameters(model)
-        loss_sum = loss_sum + loss.detach() * len(labels)
+        loss_sum = loss_sum + loss * len(labels)
         correct = correct + (logits.argmax(1) == labels).sum()
         seen += len(labels)
     return mean_loss_and_accuracy(loss_sum, correct, seen, "training")
 
 
-@torch.inference_mode()
-def test(model: nn.Module, loader: TensorLoader | Sequence, desc: str = "test") -> tuple[float, float]:
-    """Evaluate without gradients; returns (mean loss, accuracy in %)."""
+def evaluation_outputs(model: nn.Module, loader: TensorLoader | Sequence, precision: str = "float32",
+                       desc: str = "test") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, labels) of every batch, in evaluation mode, in the run's precision: the one path that
+    `test` and `predictions` share, so that both score the same arithmetic. Call it under inference mode."""
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=PROGRESS_SECONDS):
-        logits = model(images)
-        loss_sum = loss_sum + F.cross_entropy(logits.float(), labels, reduction="sum")
+        with autocast(precision, images.device):
+            logits = model(images)
+        yield logits.float(), labels
+
+
+@torch.inference_mode()
+def test(model: nn.Module, loader: TensorLoader | Sequence, precision: str = "float32") -> tuple[float, float]:
+    """Evaluate without gradients; returns (mean loss, accuracy in %)."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    for logits, labels in evaluation_outputs(model, loader, precision):
+        loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
         correct = correct + (logits.argmax(1) == labels).sum()
         seen += len(labels)
     return mean_loss_and_accuracy(loss_sum, correct, seen, "test")
@@ -514,7 +625,8 @@ def mean_loss_and_accuracy(loss_sum: torch.Tensor | float, correct: torch.Tensor
 
 
 @torch.no_grad()
-def recompute_batchnorm_statistics(model: nn.Module, loader: TensorLoader | Sequence, batches: int = 40) -> None:
+def recompute_batchnorm_statistics(model: nn.Module, loader: TensorLoader | Sequence, batches: int = 40,
+                                   precision: str = "float32") -> None:
     """Replace every BatchNorm layer's running mean and variance by their average over the first
     `batches` batches of `loader`, as the model's current weights see them (no gradient step).
 
@@ -531,7 +643,8 @@ def recompute_batchnorm_statistics(model: nn.Module, loader: TensorLoader | Sequ
     model.train()
     seen = 0
     for images, _ in loader:
-        model(images)
+        with autocast(precision, images.device):
+            model(images)
         seen += 1
         if seen == batches:
             break
@@ -542,36 +655,43 @@ def recompute_batchnorm_statistics(model: nn.Module, loader: TensorLoader | Sequ
         raise ValueError("the loader for BatchNorm statistics yielded no batches")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, max_lr: float, epochs: int,
-                   steps_per_epoch: int, step_epochs: int = 10) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule, stepped once per batch.
+def make_optimizer(parameters, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `parameters`: SGD with Nesterov momentum 0.9 (the gradient taken where
+    momentum is carrying the weights), or Adam; both with the recipe's weight decay."""
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=recipe.max_lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(parameters, lr=recipe.max_lr, momentum=0.9, nesterov=True,
+                           weight_decay=recipe.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's learning-rate schedule, stepped once per batch.
 
     "one-cycle": warm up from max_lr / 25 to max_lr over the first 30% of the steps, then anneal to almost
     zero; OneCycleLR also drives the momentum, from 0.95 down to 0.85 while the rate climbs and back up
     while it anneals (so the optimizer's own momentum is only a starting value).
-    "step": the reference design's schedule, max_lr for `step_epochs` epochs (10), then a tenth of it for
-    as many, and so on, with the optimizer's momentum left as it is.
+    "step": max_lr for `step_epochs` epochs, then a tenth of it for as many, and so on, with the
+    optimizer's momentum left as it is.
     """
-    if schedule == "one-cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
+    if recipe.schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.max_lr, epochs=recipe.epochs,
                                                    steps_per_epoch=steps_per_epoch)
-    if schedule == "step":
-        for group in optimizer.param_groups:
-            group["lr"] = max_lr
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_epochs * steps_per_epoch, gamma=0.1)
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for group in optimizer.param_groups:
+        group["lr"] = recipe.max_lr
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_epochs * steps_per_epoch, gamma=0.1)
 
 
-def schedule_trace(schedule: str = "one-cycle", max_lr: float = 0.1, epochs: int = 15,
-                   steps_per_epoch: int = 235) -> tuple[list[float], list[float]]:
-    """The learning rate and momentum at every training step, read from the scheduler itself (stepped on
-    an optimizer of one dummy parameter, as `fit` builds it)."""
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=max_lr, momentum=0.9, nesterov=True)
-    scheduler = make_scheduler(optimizer, schedule, max_lr, epochs, steps_per_epoch)
+def schedule_trace(recipe: Recipe, steps_per_epoch: int) -> tuple[list[float], list[float]]:
+    """The learning rate and momentum (or Adam's first beta) at every training step, read from the
+    recipe's own optimizer and scheduler, stepped on one dummy parameter."""
+    optimizer = make_optimizer([nn.Parameter(torch.zeros(1))], recipe)
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     rates, momenta = [], []
-    for _ in range(epochs * steps_per_epoch):
-        rates.append(optimizer.param_groups[0]["lr"])
-        momenta.append(optimizer.param_groups[0]["momentum"])
+    for _ in range(recipe.epochs * steps_per_epoch):
+        group = optimizer.param_groups[0]
+        rates.append(group["lr"])
+        momenta.append(group["momentum"] if "momentum" in group else group["betas"][0])
         optimizer.step()
         scheduler.step()
     return rates, momenta
@@ -593,15 +713,20 @@ def plot_schedule(rates: Sequence[float], momenta: Sequence[float], steps_per_ep
     return fig
 
 
+def _refuse_to_overwrite(path: Path, ours: bool, what: str) -> None:
+    """Raise a FileExistsError if `path` exists and is not a file of ours (`ours`): nothing here overwrites a
+    file it did not make."""
+    if path.exists() and not ours:
+        raise FileExistsError(f"{path} exists and is not {what}: not overwriting it. Choose another path, or "
+                              "move that file away first.")
+
+
 @dataclass
 class History:
-    """Per-epoch metrics of one training run, with what it trained: the recipe, the network, the seed
-    and the device."""
+    """Per-epoch metrics of one training run, with what it trained: the whole recipe, resolved (network,
+    width, seed, precision and every training setting), and the device."""
 
-    recipe: Recipe = Recipe()
-    network: str = ""  # the model's class, e.g. "Net"
-    width: int | None = None  # its n_channels, for a network that has one
-    seed: int | None = None
+    recipe: Recipe = Recipe(precision="float32")
     device: str = ""
     parameters: int = 0
     train_loss: list[float] = field(default_factory=list)
@@ -624,9 +749,20 @@ class History:
         return len(self.test_acc)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the history as JSON (creating the folder)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        """Write the history as JSON (creating the folder); refuses to overwrite a file that is not one."""
+        path = Path(path)
+        _refuse_to_overwrite(path, path.exists() and History.is_history(path), "a history saved by History.save")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @staticmethod
+    def is_history(path: Path) -> bool:
+        """Whether `path` holds JSON that History.save wrote."""
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(values, dict) and {"recipe", "test_acc", "epoch_seconds"} <= values.keys()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":
@@ -635,94 +771,157 @@ class History:
         return cls(**{**values, "recipe": Recipe.from_dict(values["recipe"])})
 
 
-def autocast(recipe: Recipe, device: torch.device) -> torch.autocast:
-    """The precision the recipe trains and evaluates in: bfloat16 autocast on the device, or none."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16")
+def fit(model: nn.Module, recipe: Recipe, train_images: torch.Tensor, train_labels: torch.Tensor,
+        eval_images: torch.Tensor, eval_labels: torch.Tensor, verbose: bool = True) -> History:
+    """Train `model` (already on the images' device) with `recipe`, scoring it on the evaluation images
+    after every epoch; returns the History, which records the resolved recipe and the device.
 
-
-def fit(model: nn.Module, train_loader: TensorLoader, eval_loader: TensorLoader, recipe: Recipe,
-        seed: int | None = None, verbose: bool = True) -> History:
-    """Train `model` with `recipe`, scoring it on `eval_loader` after every epoch; returns the History,
-    which records the recipe, the network, `seed` (as the caller seeded the run) and the device.
-
-    The optimizer is SGD with Nesterov momentum, or Adam, under the recipe's learning-rate schedule
-    (`make_scheduler`). Before each evaluation, BatchNorm's statistics are recomputed from `bn_batches`
-    batches of unaugmented training digits (0 keeps the running averages), so that the evaluation scores
-    the current weights. The last `clean_final_epochs` epochs (all of them, if there are fewer) train on
-    unaugmented digits: the network finishes on digits like the ones it will be tested on. With an
-    `ema_decay`, an exponential moving average of the weights (PyTorch's `AveragedModel`) is what is
-    scored, and `model` ends with the averaged weights (the History keeps the last weights' own score too).
-    With `precision="bfloat16"`, training and evaluation run under `torch.autocast`: convolutions and
-    linear layers in bfloat16, BatchNorm's statistics, the weights and the loss in float32.
+    `fit` builds its own loaders from the tensors and the recipe, all drawing from one generator seeded with
+    the recipe's seed: the batches of a run depend on its recipe alone. The optimizer and the learning-rate
+    schedule are the recipe's (`make_optimizer`, `make_scheduler`). Before each evaluation, BatchNorm's
+    statistics are recomputed from `bn_batches` batches of unaugmented training digits (0 keeps the running
+    averages), so that the evaluation scores the current weights. The last `clean_final_epochs` epochs (all
+    of them, if there are fewer) train on unaugmented digits: the network finishes on digits like the ones
+    it will be tested on. With an `ema_decay`, an exponential moving average of the weights (PyTorch's
+    `AveragedModel`) is what is scored, and `model` ends with the averaged weights (the History keeps the
+    last weights' own score too). With precision bfloat16, training and evaluation run under
+    `torch.autocast`: convolutions and linear layers in bfloat16, BatchNorm's statistics, the weights and
+    the loss in float32. A loss that stops being a finite number stops the run with an error.
     """
-    if (train_loader.batch_size, train_loader.augmentation) != (recipe.batch_size, recipe.augmentation):
-        raise ValueError(f"the training loader must batch as the recipe says (batches of {recipe.batch_size}, "
-                         f"augmentation {recipe.augmentation}); got batches of {train_loader.batch_size}, "
-                         f"augmentation {train_loader.augmentation}: build it with TensorLoader.for_training")
-    device = next(model.parameters()).device
-    if recipe.optimizer == "adam":
-        weight_updates = torch.optim.Adam(model.parameters(), lr=recipe.max_lr, weight_decay=recipe.weight_decay)
-    else:
-        weight_updates = torch.optim.SGD(model.parameters(), lr=recipe.max_lr, momentum=0.9, nesterov=True,
-                                         weight_decay=recipe.weight_decay)
-    scheduler = make_scheduler(weight_updates, recipe.schedule, recipe.max_lr, recipe.epochs, len(train_loader),
-                               recipe.step_epochs)
+    device = train_images.device
+    recipe = recipe.resolved(device)
+    generator = run_generator(recipe.seed, device)
+    train_loader = TensorLoader.for_training(train_images, train_labels, recipe, generator)
+    # The clean final epochs shuffle with the same generator; BatchNorm's statistics come from the training
+    # digits in storage order, unaugmented: drawing no random numbers, they leave the run as it would be.
+    clean_loader = TensorLoader(train_images, train_labels, recipe.batch_size, shuffle=True, generator=generator)
+    statistics_loader = TensorLoader(train_images, train_labels, recipe.batch_size)
+    eval_loader = TensorLoader.for_evaluation(eval_images, eval_labels)
+    optimizer = make_optimizer(model.parameters(), recipe)
+    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay))
                 if recipe.ema_decay else None)
     scored = model if averaged is None else averaged.module
-    # BatchNorm's statistics come from the training digits in storage order, unaugmented: drawing no
-    # random numbers, they leave the training run exactly as it would be without them.
-    statistics_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
-                                     channels_last=train_loader.channels_last)
-    clean_loader = TensorLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
-                                shuffle=True, channels_last=train_loader.channels_last)
-    history = History(recipe=recipe, network=type(model).__name__, width=getattr(model, "n_channels", None),
-                      seed=seed, device=device_name(device), parameters=count_parameters(model))
+    history = History(recipe=recipe, device=device_name(device), parameters=count_parameters(model))
     epochs = recipe.epochs
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loader = clean_loader if epoch > epochs - recipe.clean_final_epochs else train_loader
-        train_loss, train_acc = train(model, loader, weight_updates, scheduler, recipe.label_smoothing,
+        train_loss, train_acc = train(model, loader, optimizer, scheduler, recipe.label_smoothing,
                                       desc=f"epoch {epoch}/{epochs}", averaged=averaged, precision=recipe.precision)
-        with autocast(recipe, device):  # no weight changes inside: one region for the whole evaluation
-            recompute_batchnorm_statistics(scored, statistics_loader, recipe.bn_batches)
-            test_loss, test_acc = test(scored, eval_loader)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}: the run diverged. "
+                                     f"Try a lower max_lr than {recipe.max_lr:g}.")
+        recompute_batchnorm_statistics(scored, statistics_loader, recipe.bn_batches, recipe.precision)
+        test_loss, test_acc = test(scored, eval_loader, recipe.precision)
         history.record(train_loss, train_acc, test_loss, test_acc, time.perf_counter() - start)
         if verbose:
             print(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
                   f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  ({history.epoch_seconds[-1]:.1f} s)")
     if averaged is not None:
-        with autocast(recipe, device):
-            recompute_batchnorm_statistics(model, statistics_loader, recipe.bn_batches)
-            history.last_weights_test_acc = test(model, eval_loader)[1]
+        recompute_batchnorm_statistics(model, statistics_loader, recipe.bn_batches, recipe.precision)
+        history.last_weights_test_acc = test(model, eval_loader, recipe.precision)[1]
         model.load_state_dict(averaged.module.state_dict())
     return history
 
 
-def train_network(train_loader: TensorLoader, eval_loader: TensorLoader, recipe: Recipe, seed: int,
-                  build: Callable[..., nn.Module] = build_network, verbose: bool = True,
-                  **network_args) -> tuple[nn.Module, History]:
-    """One run of the notebook's training cell: seed everything with `seed`, build the network
-    (`build(**network_args)`, by default `model.build_network`), move it to the loader's device and `fit`
-    it with `recipe`; returns the trained model and its History."""
-    seed_everything(seed)
-    model = train_loader.prepare(build(**network_args))
-    return model, fit(model, train_loader, eval_loader, recipe, seed=seed, verbose=verbose)
+def train_network(recipe: Recipe, train_images: torch.Tensor, train_labels: torch.Tensor,
+                  eval_images: torch.Tensor, eval_labels: torch.Tensor,
+                  verbose: bool = True) -> tuple[nn.Module, History]:
+    """One run of the notebook's training cell: seed torch's global generator with the recipe's seed, build
+    the recipe's network (its initial weights come from that generator), move it to the images' device and
+    `fit` it; returns the trained model and its History."""
+    seed_everything(recipe.seed)
+    model = on_device(build_network(recipe.network, recipe.width, recipe.dropout), train_images.device)
+    return model, fit(model, recipe, train_images, train_labels, eval_images, eval_labels, verbose)
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save the model's weights (state_dict) to `path`, creating the folder."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+MODEL_FORMAT = "s6-mnist-model/1"  # what save_model writes: the network's name and settings, then its weights
 
 
-def load_model(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load weights saved by `save_model` into `model` (weights only: no pickled code is run)."""
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+def save_model(model: nn.Module, recipe: Recipe, path: str | os.PathLike) -> None:
+    """Save the model's weights with the network the recipe names (so `load_model` can rebuild it), creating
+    the folder; refuses to overwrite a file that is not a saved model."""
+    path = Path(path)
+    _refuse_to_overwrite(path, path.exists() and _saved_model(path) is not None, "a model saved by save_model")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = dict(network=recipe.network, width=recipe.width, dropout=recipe.dropout)
+    torch.save(dict(format=MODEL_FORMAT, network=network, state_dict=model.state_dict()), path)
+
+
+def _saved_model(path: Path) -> dict | None:
+    """The contents of a file that save_model wrote, or None for any other file."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many kinds for a file that is not its own
+        return None
+    return saved if isinstance(saved, dict) and saved.get("format") == MODEL_FORMAT else None
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """The network a file written by `save_model` holds, rebuilt and with its weights, on the CPU (weights
+    only: no pickled code is run). A ValueError says what is wrong with any other file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the notebook saves its model as artifacts/model.pt)")
+    saved = _saved_model(path)
+    if saved is None:
+        raise ValueError(f"{path} is not a model saved by utils.save_model ({path.stat().st_size:,} bytes): "
+                         "a file cut short, or another kind of file")
+    network = saved["network"]
+    model = build_network(network["network"], network["width"], network["dropout"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{path} says it holds {network} but its weights do not fit that network: "
+                         f"{str(error).splitlines()[0]}") from None
     return model
 
 
-# ------------------------------------------------------------------------------------ 6. Evaluation
+def as_model_input(images, model: nn.Module) -> torch.Tensor:
+    """One digit or a batch as `model` reads it: float N x 1 x 28 x 28, normalised as in training, on the
+    model's device.
+
+    Takes uint8 tensors or arrays (0-255), float tensors or arrays of ink values in [0, 1], each 28 x 28,
+    N x 28 x 28 or N x 1 x 28 x 28, or PIL images (one or a list). Raises ValueError, saying what it
+    expected and how to get there, for anything else.
+    """
+    expected = "uint8 images (0-255) or ink values in [0, 1], 28x28, Nx28x28 or Nx1x28x28, or PIL images"
+    if isinstance(images, Image.Image) or (isinstance(images, (list, tuple)) and images
+                                           and all(isinstance(image, Image.Image) for image in images)):
+        pil_images = [images] if isinstance(images, Image.Image) else images
+        batch = torch.stack([test_transforms()(image) for image in pil_images])
+    else:
+        if not isinstance(images, (torch.Tensor, np.ndarray)):
+            raise ValueError(f"expected {expected}; got {type(images).__name__}")
+        images = torch.as_tensor(images)
+        shape_ok = images.dim() in (2, 3, 4) and tuple(images.shape[-2:]) == (IMAGE_SIZE, IMAGE_SIZE) and (
+            images.dim() < 4 or images.shape[1] == 1)
+        if not shape_ok:
+            raise ValueError(f"expected {expected}; got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            if not images.is_floating_point() or images.numel() == 0:
+                raise ValueError(f"expected {expected}; got {images.dtype}")
+            if not bool(torch.isfinite(images).all()):
+                raise ValueError(f"expected {expected}; got NaN or infinite values")
+            if images.min() < 0 or images.max() > 1:
+                hint = (" (they look like 0-255 pixels: pass them as uint8, or divide by 255)"
+                        if images.max() <= 255 and images.min() >= 0 else "")
+                raise ValueError(f"expected {expected}; got {images.dtype} values from {float(images.min()):g} "
+                                 f"to {float(images.max()):g}{hint}")
+            images = images.float()
+        batch = normalize(images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    return batch.to(next(model.parameters()).device)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images) -> torch.Tensor:
+    """Predicted digits for one image or a batch, in any form `as_model_input` takes."""
+    model.eval()
+    return model(as_model_input(images, model)).argmax(1).cpu()
+
+
+# --------------------------------------------------------------------------------------- 6. Results
 
 
 def plot_history(history: History) -> Figure:
@@ -751,6 +950,11 @@ def plot_history(history: History) -> Figure:
     return fig
 
 
+def ledger_runs(ledger: list[dict], candidate: str) -> dict[int, dict]:
+    """The records of one candidate in a cross-validation ledger (`benchmarks/crossval.py`), by fold."""
+    return {record["fold"]: record for record in ledger if record["candidate"] == candidate}
+
+
 def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epochs: int) -> Figure:
     """Validation error per epoch (log scale) of two sets of ledger runs that share their weights for the
     first `epochs` epochs and differ only in the BatchNorm statistics they are scored with: one panel a
@@ -777,14 +981,19 @@ def plot_statistics_lag(ledger: list[dict], running: str, recomputed: str, epoch
 
 
 @torch.inference_mode()
-def predictions(model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels for every image of a loader, on the CPU."""
-    model.eval()
+def predictions(model: nn.Module, loader: TensorLoader, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for every image of a loader, on the CPU, in the run's precision (the
+    arithmetic `test` scores)."""
     predicted, true = [], []
-    for images, labels in loader:
-        predicted.append(model(images).argmax(1).cpu())
+    for logits, labels in evaluation_outputs(model, loader, precision, desc="predictions"):
+        predicted.append(logits.argmax(1).cpu())
         true.append(labels.cpu())
     return torch.cat(predicted), torch.cat(true)
+
+
+def mistake_checks(mistakes: int) -> dict[str, float]:
+    """What the notebook reads in the mistakes, as a margin: a few dozen, fewer than 100 of 10,000."""
+    return {"fewer than 100 test digits misread": 100 - mistakes - 0.5}
 
 
 def plot_misclassified(images: torch.Tensor, true: torch.Tensor, predicted: torch.Tensor,
@@ -798,11 +1007,6 @@ def plot_misclassified(images: torch.Tensor, true: torch.Tensor, predicted: torc
 def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """counts[i, j] = how many images of digit i were predicted as j."""
     return torch.bincount(true * num_classes + predicted, minlength=num_classes ** 2).reshape(num_classes, -1)
-
-
-def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
-    """Accuracy in % for each true class: the diagonal over the row sums."""
-    return 100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)
 
 
 def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
@@ -820,7 +1024,79 @@ def plot_confusion_matrix(confusion: torch.Tensor) -> Figure:
     return fig
 
 
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """Accuracy in % for each true class: the diagonal over the row sums."""
+    return 100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)
+
+
+
 # --------------------------------------------------------------------- 7. What each ingredient buys
+
+
+def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
+    shared = sorted(scores.keys() & baseline.keys())
+    if len(shared) < 2:
+        return None
+    differences = [scores[f] - baseline[f] for f in shared]
+    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
+
+
+def verdict(gain: float, standard_error: float) -> str:
+    """The rule every comparison in this project follows: a change counts as a gain (or a loss) only when
+    its mean fold-by-fold difference exceeds twice its standard error."""
+    if gain > 2 * standard_error:
+        return "gain"
+    if gain < -2 * standard_error:
+        return "loss"
+    return "within noise"
+
+
+@dataclass
+class Ablation:
+    """What one change to the recipe did in cross-validation: the mean fold-by-fold gain in validation
+    accuracy (points), its standard error, and the accuracies behind it."""
+
+    label: str
+    gain: float
+    standard_error: float  # nan when the candidate was scored on one fold only
+    folds: int
+    val_acc: float
+    train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
+    differences: tuple[float, ...] = ()  # the gain on each shared fold
+
+    @property
+    def verdict(self) -> str:
+        """"gain", "loss" or "within noise" (`verdict`); with one fold there is no standard error, and only
+        a change of more than a point counts (a fall to chance is still plainly a loss)."""
+        return verdict(self.gain, self.standard_error if self.folds > 1 else 0.5)
+
+    def __str__(self) -> str:
+        spread = f"± {self.standard_error:.3f}" if self.folds > 1 else "(1 fold)"
+        train = f"{self.train_acc:.2f}%" if self.train_acc is not None else "  -   "
+        # A validation fold holds 10,000 digits, so a point is 100 of them.
+        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} points ({100 * self.gain:+6.1f} digits) over "
+                f"{self.folds} folds  validation {self.val_acc:6.2f}%  train {train}")
+
+
+def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
+    """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
+    records that `benchmarks/crossval.py` writes to its ledger. A candidate scored on one fold only gets
+    that fold's difference and no standard error."""
+    base = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, baseline).items()}
+    rows = []
+    for name, label in labels.items():
+        records = ledger_runs(ledger, name)
+        scores = {fold: r["val_acc"] for fold, r in records.items()}
+        shared = sorted(scores.keys() & base.keys())
+        if not shared:
+            raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
+        paired = paired_gain(scores, base) or (scores[shared[0]] - base[shared[0]], math.nan, 1)
+        train = [r["train_acc"] for r in records.values() if "train_acc" in r]
+        rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
+                             statistics.mean(train) if train else None,
+                             tuple(scores[fold] - base[fold] for fold in shared)))
+    return rows
 
 
 def plot_ablations(rows: Sequence[Ablation], off_scale: float = -1.0) -> Figure:
@@ -865,6 +1141,7 @@ def plot_ablations(rows: Sequence[Ablation], off_scale: float = -1.0) -> Figure:
     return fig
 
 
+
 # ------------------------------------------------------------------------- 8. What the network sees
 
 
@@ -906,48 +1183,12 @@ def plot_first_layer_filters(model: nn.Module) -> Figure:
     return fig
 
 
-def as_model_input(images, model: nn.Module) -> torch.Tensor:
-    """One digit or a batch as `model` reads it: float N x 1 x 28 x 28, normalised as in training, on the
-    model's device.
-
-    Takes uint8 tensors (0-255), float tensors or arrays of ink values in [0, 1], each 28 x 28, N x 28 x 28
-    or N x 1 x 28 x 28, or PIL images (one or a list). Raises ValueError, saying what it expected, for
-    anything else.
-    """
-    expected = "uint8 images (0-255) or ink values in [0, 1], 28x28, Nx28x28 or Nx1x28x28, or PIL images"
-    if isinstance(images, Image.Image) or (isinstance(images, (list, tuple)) and images
-                                           and all(isinstance(image, Image.Image) for image in images)):
-        pil_images = [images] if isinstance(images, Image.Image) else images
-        batch = torch.stack([test_transforms()(image) for image in pil_images])
-    else:
-        if not isinstance(images, (torch.Tensor, np.ndarray)):
-            raise ValueError(f"expected {expected}; got {type(images).__name__}")
-        images = torch.as_tensor(images)
-        shape_ok = images.dim() in (2, 3, 4) and tuple(images.shape[-2:]) == (IMAGE_SIZE, IMAGE_SIZE) and (
-            images.dim() < 4 or images.shape[1] == 1)
-        if not shape_ok:
-            raise ValueError(f"expected {expected}; got shape {tuple(images.shape)}")
-        if images.dtype != torch.uint8:
-            if not images.is_floating_point() or images.numel() == 0 or images.min() < 0 or images.max() > 1:
-                raise ValueError(f"expected {expected}; got {images.dtype} values outside [0, 1]")
-            images = images.float()
-        batch = normalize(images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
-    return batch.to(next(model.parameters()).device)
-
-
 def _one_digit(image, model: nn.Module) -> torch.Tensor:
     """`as_model_input` for exactly one digit."""
     batch = as_model_input(image, model)
     if len(batch) != 1:
         raise ValueError(f"expected one 28x28 digit, got {len(batch)}")
     return batch
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, images) -> torch.Tensor:
-    """Predicted digits for one image or a batch, in any form `as_model_input` takes."""
-    model.eval()
-    return model(as_model_input(images, model)).argmax(1).cpu()
 
 
 @torch.inference_mode()
@@ -1037,6 +1278,7 @@ def plot_occlusion(model: nn.Module, images: torch.Tensor, true: torch.Tensor, p
             ax.axis("off")
         fig.colorbar(heat_image, ax=list(row[1:]), shrink=0.85, label="drop in probability")
     return fig
+
 
 
 # -------------------------------------------------------------------------- 9. Your own handwriting
@@ -1156,19 +1398,6 @@ def read_drawing(model: nn.Module, image: np.ndarray) -> torch.Tensor:
     return F.softmax(model(_one_digit(image, model)), dim=1)[0].cpu()
 
 
-def drawing_readings(model: nn.Module,
-                     ways: Mapping[str, dict] | None = None) -> dict[str, tuple[list[int], list[int]]]:
-    """What the model reads from each digit of `DIGIT_STROKES` drawn each way (`render_strokes` arguments),
-    shrunk as it stands and prepared like MNIST: way -> (ten readings, ten readings), digits 0 to 9 in order.
-    `ways` defaults to `UNLIKE_MNIST`."""
-    readings = {}
-    for name, how in (UNLIKE_MNIST if ways is None else ways).items():
-        drawings = [render_strokes(DIGIT_STROKES[digit], **how) for digit in range(NUM_CLASSES)]
-        readings[name] = tuple([int(read_drawing(model, prepare(ink)).argmax()) for ink in drawings]
-                               for prepare in (downscale, prepare_like_mnist))
-    return readings
-
-
 def plot_drawing_preparation(model: nn.Module, drawings: dict[str, np.ndarray]) -> Figure:
     """For each named drawing: the canvas, what the network reads from it shrunk as it stands, and from it
     prepared like MNIST (`prepare_like_mnist`); one row each."""
@@ -1188,7 +1417,67 @@ def plot_drawing_preparation(model: nn.Module, drawings: dict[str, np.ndarray]) 
     return fig
 
 
-# ----------------------------------------------------------------- 10. Did we meet the constraints?
+def drawing_readings(model: nn.Module,
+                     ways: Mapping[str, dict] | None = None) -> dict[str, tuple[list[int], list[int]]]:
+    """What the model reads from each digit of `DIGIT_STROKES` drawn each way (`render_strokes` arguments),
+    shrunk as it stands and prepared like MNIST: way -> (ten readings, ten readings), digits 0 to 9 in order.
+    `ways` defaults to `UNLIKE_MNIST`."""
+    readings = {}
+    for name, how in (UNLIKE_MNIST if ways is None else ways).items():
+        drawings = [render_strokes(DIGIT_STROKES[digit], **how) for digit in range(NUM_CLASSES)]
+        readings[name] = tuple([int(read_drawing(model, prepare(ink)).argmax()) for ink in drawings]
+                               for prepare in (downscale, prepare_like_mnist))
+    return readings
+
+
+def right_answers(readings: Mapping[str, tuple[list[int], list[int]]]) -> dict[str, tuple[int, int]]:
+    """For each way of drawing (`drawing_readings`): how many of the ten digits were read right shrunk as they
+    stand, and how many prepared like MNIST."""
+    return {way: tuple(sum(read == digit for digit, read in enumerate(reads)) for reads in pair)
+            for way, pair in readings.items()}
+
+
+def drawing_checks(readings: Mapping[str, tuple[list[int], list[int]]]) -> dict[str, float]:
+    """What the notebook reads in the drawings' readings, each as a margin (in right answers of ten)."""
+    right = right_answers(readings)
+    return {
+        "small drawings: at most 3 right shrunk as they are": 3 - right["small"][0],
+        "small drawings: more than 3 right prepared like MNIST": right["small"][1] - 3.5,
+        "off-centre drawings: at least 7 right shrunk as they are": right["off-centre"][0] - 7,
+        "more read right prepared than shrunk, over all five ways":
+            sum(r[1] for r in right.values()) - sum(r[0] for r in right.values()) - 0.5,
+    }
+
+
+# ----------------------------------------------------------------------------------- 10. Even smaller
+
+
+def matches(record: dict, selection: Mapping) -> bool:
+    """Whether a results.json record has every value of `selection`: its `name`, or a setting of its recipe."""
+    return all((record["name"] if key == "name" else record["recipe"].get(key)) == value
+               for key, value in selection.items())
+
+
+def seed_table(records: list[dict], rows: Mapping[str, Mapping], epochs: int) -> str:
+    """Last-epoch test accuracy per seed of the runs of each row (label -> the name and recipe settings its
+    runs share, as `matches` reads them) trained for `epochs`, from the records that benchmarks/seeds.py
+    writes to results.json, with the median and the lowest."""
+    lines = [f"{'runs':44} {'parameters':>10} {'seeds':>9}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
+    for label, selection in rows.items():
+        runs = sorted((r for r in records if matches(r, {**selection, "epochs": epochs})),
+                      key=lambda r: r["recipe"]["seed"])
+        if not runs:
+            raise ValueError(f"results.json has no {epochs}-epoch run of {dict(selection)}")
+        accuracies = [r["last_test_acc"] for r in runs]
+        per_seed = " ".join(f"{a:.2f}" for a in accuracies)
+        seeds = ",".join(str(r["recipe"]["seed"]) for r in runs)
+        lines.append(f"{label:44} {runs[0]['parameters']:>10,} {seeds:>9}  {per_seed:<34} "
+                     f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
+    return "\n".join(lines)
+
+
+
+# ----------------------------------------------------------------- 11. Did we meet the constraints?
 
 
 def check_constraints(history: History) -> tuple[str, bool]:
@@ -1201,97 +1490,3 @@ def check_constraints(history: History) -> tuple[str, bool]:
     ]
     report = "\n".join(f"{'HOLDS ' if ok else 'FAILS '} {text}" for text, ok in checks)
     return report, all(ok for _, ok in checks)
-
-
-# ------------------------------------------------------------ 11. Benchmark records (not needed to train)
-# benchmarks/ writes the ledger and results.json; the notebook only reads them for its figures and tables.
-
-
-def ledger_runs(ledger: list[dict], candidate: str) -> dict[int, dict]:
-    """The records of one candidate in a cross-validation ledger (`benchmarks/crossval.py`), by fold."""
-    return {record["fold"]: record for record in ledger if record["candidate"] == candidate}
-
-
-def paired_gain(scores: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
-    """Mean fold-by-fold gain over the baseline, its standard error, and the number of shared folds."""
-    shared = sorted(scores.keys() & baseline.keys())
-    if len(shared) < 2:
-        return None
-    differences = [scores[f] - baseline[f] for f in shared]
-    return statistics.mean(differences), statistics.stdev(differences) / math.sqrt(len(shared)), len(shared)
-
-
-def verdict(gain: float, standard_error: float) -> str:
-    """The rule every comparison in this project follows: a change counts as a gain (or a loss) only when
-    its mean fold-by-fold difference exceeds twice its standard error."""
-    if gain > 2 * standard_error:
-        return "gain"
-    if gain < -2 * standard_error:
-        return "loss"
-    return "within noise"
-
-
-@dataclass
-class Ablation:
-    """What one change to the recipe did in cross-validation: the mean fold-by-fold gain in validation
-    accuracy (points), its standard error, and the accuracies behind it."""
-
-    label: str
-    gain: float
-    standard_error: float  # nan when the candidate was scored on one fold only
-    folds: int
-    val_acc: float
-    train_acc: float | None  # mean accuracy on the run's own unaugmented training images, where recorded
-    differences: tuple[float, ...] = ()  # the gain on each shared fold
-
-    @property
-    def verdict(self) -> str:
-        """"gain", "loss" or "within noise" (`verdict`); with one fold there is no standard error, and only
-        a change of more than a point counts (a fall to chance is still plainly a loss)."""
-        return verdict(self.gain, self.standard_error if self.folds > 1 else 0.5)
-
-    def __str__(self) -> str:
-        spread = f"± {self.standard_error:.3f}" if self.folds > 1 else "(1 fold)"
-        train = f"{self.train_acc:.2f}%" if self.train_acc is not None else "  -   "
-        # A validation fold holds 10,000 digits, so a point is 100 of them.
-        return (f"{self.label:44} {self.gain:+7.3f} {spread:8} points ({100 * self.gain:+6.1f} digits) over "
-                f"{self.folds} folds  validation {self.val_acc:6.2f}%  train {train}")
-
-
-def ablations(ledger: list[dict], labels: dict[str, str], baseline: str) -> list[Ablation]:
-    """The paired gain of each candidate named in `labels` (ledger name -> label) over `baseline`, from the
-    records that `benchmarks/crossval.py` writes to its ledger. A candidate scored on one fold only gets
-    that fold's difference and no standard error."""
-    base = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, baseline).items()}
-    rows = []
-    for name, label in labels.items():
-        records = ledger_runs(ledger, name)
-        scores = {fold: r["val_acc"] for fold, r in records.items()}
-        shared = sorted(scores.keys() & base.keys())
-        if not shared:
-            raise ValueError(f"the ledger has no fold of {name!r} paired with {baseline!r}")
-        paired = paired_gain(scores, base) or (scores[shared[0]] - base[shared[0]], math.nan, 1)
-        train = [r["train_acc"] for r in records.values() if "train_acc" in r]
-        rows.append(Ablation(label, *paired, statistics.mean(r["val_acc"] for r in records.values()),
-                             statistics.mean(train) if train else None,
-                             tuple(scores[fold] - base[fold] for fold in shared)))
-    return rows
-
-
-def seed_table(records: list[dict], rows: dict[tuple[str, str, int], str], epochs: int) -> str:
-    """Last-epoch test accuracy per seed of each (recipe, network, batch size) in `rows` (mapped to its
-    label) trained for `epochs`, from the records that `benchmarks/seeds.py` writes to results.json, with
-    the median and the lowest."""
-    lines = [f"{'recipe':44} {'parameters':>10} {'seeds':>9}  {'test accuracy per seed (%)':<34} {'median':>6} {'lowest':>6}"]
-    for (recipe, network, batch_size), label in rows.items():
-        runs = sorted((r for r in records if (r["recipe"], r["network"], r["batch_size"]) == (recipe, network, batch_size)
-                       and r["epochs"] == epochs), key=lambda r: r["seed"])
-        if not runs:
-            raise ValueError(f"results.json has no {epochs}-epoch run of recipe {recipe!r} on {network!r} "
-                             f"with batches of {batch_size!r}")
-        accuracies = [r["last_test_acc"] for r in runs]
-        per_seed = " ".join(f"{a:.2f}" for a in accuracies)
-        seeds = ",".join(str(r["seed"]) for r in runs)
-        lines.append(f"{label:44} {runs[0]['parameters']:>10,} {seeds:>9}  {per_seed:<34} "
-                     f"{statistics.median(accuracies):6.2f} {min(accuracies):6.2f}")
-    return "\n".join(lines)

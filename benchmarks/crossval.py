@@ -18,118 +18,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import multiprocessing
+import os
 import statistics
 import sys
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from model import ConvBlock, MaxPoolingBlock, Net, PublicSmallNet, count_parameters, kaiming_init  # noqa: E402
-from utils import (Augmentation, History, Recipe, TensorLoader, ledger_runs, mnist_tensors,  # noqa: E402
-                   paired_gain, recompute_batchnorm_statistics, test, train_network, verdict)
+sys.path.insert(0, str(ROOT))  # model.py and utils.py, when run as a script
+from model import SHAPES, build_network, count_parameters  # noqa: E402
+from utils import (Augmentation, Recipe, TensorLoader, ledger_runs, mnist_tensors, paired_gain,  # noqa: E402
+                   recompute_batchnorm_statistics, test, train_network, verdict)
 
 FOLDS, FOLD_SEED = 6, 0
 # The notebook's recipe, and the same at the 15 epochs most candidates were scored at ("clean-2" below).
 # Every candidate is one of these with something replaced, spelled out, so that a later change of the
 # notebook's defaults cannot change what a candidate in the ledger means.
-RECIPE = Recipe(epochs=19, max_lr=0.1, schedule="one-cycle", optimizer="sgd", weight_decay=5e-4,
-                label_smoothing=0.0, batch_size=256, augmentation=Augmentation(), clean_final_epochs=2,
-                bn_batches=40)
+RECIPE = Recipe(network="Net", width=8, dropout=0.0, precision="float32", epochs=19, max_lr=0.1,
+                schedule="one-cycle", optimizer="sgd", weight_decay=5e-4, label_smoothing=0.0, batch_size=256,
+                augmentation=Augmentation(), clean_final_epochs=2, bn_batches=40)
 RECIPE_15 = replace(RECIPE, epochs=15)
 # The decay of the averaged weights that "ema-19" scores, chosen on fold 0 alone (benchmarks/README.md).
 EMA_DECAY = 0.995
 # The recipe before its last two changes: no clean final epochs (what "precise-bn" scores).
 EARLIER_15 = replace(RECIPE_15, clean_final_epochs=0)
+SHAPE_RECIPE = replace(RECIPE, precision="bfloat16")
 LEDGER_JSON, LEDGER_MD = ROOT / "benchmarks" / "ledger.json", ROOT / "benchmarks" / "ledger.md"
-
-
-def activated_transitions(**net_args) -> nn.Module:
-    """Net whose MaxPoolingBlocks end in BatchNorm and ReLU, so that their 1x1 convolution is a layer of
-    its own rather than a linear map folded into the 3x3 convolution after it."""
-    net = Net(**net_args)
-    for index, block in enumerate(net.features):
-        if isinstance(block, nn.Sequential) and isinstance(block[0], nn.MaxPool2d):
-            channels = block[1].out_channels
-            net.features[index] = nn.Sequential(*block, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-    return net
-
-
-def wide_first_convolution(**net_args) -> nn.Module:
-    """Net whose first convolution is 5x5 instead of 3x3: a wider look at each stroke where parameters
-    are cheapest (one input channel)."""
-    net = Net(**net_args)
-    first = net.features[0][0]
-    net.features[0][0] = nn.Conv2d(first.in_channels, first.out_channels, kernel_size=5, padding=2, bias=False)
-    return net
-
-
-class Residual(nn.Module):
-    """x + block(x): a skip connection around a block that keeps the shape."""
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
-
-
-def residual_blocks(**net_args) -> nn.Module:
-    """Net with a skip connection around every ConvBlock whose input and output shapes match (the three
-    at 14x14 and the two at 7x7): no extra parameters, a shorter path for the gradient."""
-    net = Net(**net_args)
-    for index, block in enumerate(net.features):
-        if isinstance(block, ConvBlock) and block[0].in_channels == block[0].out_channels:
-            net.features[index] = Residual(block)
-    return net
-
-
-def without_1x1_transitions(**net_args) -> nn.Module:
-    """Net whose MaxPoolingBlocks are bare max-pools: the 3x3 convolution after each pool reads the pooled
-    channels directly, as the linear 1x1 convolution could be folded into it."""
-    net = Net(**net_args)
-    channels = net.in_channels
-    for index, block in enumerate(net.features):
-        if isinstance(block, MaxPoolingBlock):
-            net.features[index] = block[0]
-        elif isinstance(block, ConvBlock):
-            conv = block[0]
-            if conv.in_channels != channels:
-                block[0] = nn.Conv2d(channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None)
-            channels = conv.out_channels
-    return net
-
-
-def flatten_head(**net_args) -> nn.Module:
-    """Net whose head flattens the last 7x7 maps into one Linear layer instead of averaging each channel:
-    the classifier then has a weight for every position of every channel."""
-    net = Net(**net_args)
-    channels = net.classifier.in_features
-    net.features[-1] = nn.Flatten()
-    net.classifier = nn.Linear(channels * 7 * 7, net.classifier.out_features)
-    return net
-
-
-def kaiming_without_batch_norm(**net_args) -> nn.Module:
-    """Net without BatchNorm, its weights drawn by He (Kaiming) initialisation: a fair start without BN."""
-    return kaiming_init(Net(batch_norm=False, **net_args))
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One recipe to score: how to build the model, the Recipe it trains with, and what it is compared with."""
+    """One recipe to score (its network included) and what it is compared with."""
 
     description: str
     recipe: Recipe = EARLIER_15
-    build: Callable[..., nn.Module] = Net
-    net_args: dict = field(default_factory=dict)
     baseline: str | None = "precise-bn"
     # Scored on another candidate's runs: the same runs, another way of evaluating them (the record's
     # `score` field).
@@ -139,11 +65,9 @@ class Candidate:
     within_budget: bool = True
 
 
-def ablation(description: str, build: Callable[..., nn.Module] = Net, net_args: dict | None = None,
-             within_budget: bool = True, **changes) -> Candidate:
+def ablation(description: str, within_budget: bool = True, **changes) -> Candidate:
     """The 15-epoch recipe with one thing removed or replaced, compared with the recipe itself."""
-    return Candidate(description, replace(RECIPE_15, **changes), build, net_args or {}, baseline="clean-2",
-                     within_budget=within_budget)
+    return Candidate(description, replace(RECIPE_15, **changes), baseline="clean-2", within_budget=within_budget)
 
 
 CANDIDATES = {
@@ -155,50 +79,53 @@ CANDIDATES = {
                             score="val_acc_recomputed_bn"),
     "clean-2": Candidate("the last 2 of 15 epochs on unaugmented digits", RECIPE_15),
     "activated-1x1": Candidate("BatchNorm + ReLU after the 1x1 convolution of each MaxPoolingBlock",
-                               build=activated_transitions),
+                               replace(EARLIER_15, network="Net-activated-1x1")),
     "clean-2+activated-1x1": Candidate("both: the last 2 epochs clean, BatchNorm + ReLU after each 1x1 convolution",
-                                       RECIPE_15, build=activated_transitions, baseline="clean-2"),
+                                       replace(RECIPE_15, network="Net-activated-1x1"), baseline="clean-2"),
     "label-smoothing": Candidate("label smoothing 0.1", replace(EARLIER_15, label_smoothing=0.1)),
-    "wide-first-conv": Candidate("a 5x5 first convolution instead of 3x3", build=wide_first_convolution),
-    "residual": Candidate("skip connections around the 14x14 and 7x7 ConvBlocks", build=residual_blocks),
-    "width-5": Candidate("Net(n_channels=5), 7,390 parameters", net_args=dict(n_channels=5), baseline=None),
+    "wide-first-conv": Candidate("a 5x5 first convolution instead of 3x3", replace(EARLIER_15, network="Net-5x5-first")),
+    "residual": Candidate("skip connections around the 14x14 and 7x7 ConvBlocks",
+                          replace(EARLIER_15, network="Net-residual")),
+    "width-5": Candidate("Net(n_channels=5), 7,390 parameters", replace(EARLIER_15, width=5), baseline=None),
     # Ablations of the recipe: each removes or replaces one ingredient the walkthrough credits.
     "no-bn": ablation("no BatchNorm (convolutions with biases, PyTorch's default initialisation), peak LR 0.1",
-                      net_args=dict(batch_norm=False)),
+                      network="Net-no-bn"),
     **{f"no-bn-kaiming-lr{lr}": ablation(f"no BatchNorm, Kaiming initialisation, peak LR {lr}",
-                                         build=kaiming_without_batch_norm, max_lr=lr) for lr in (0.01, 0.02, 0.05)},
+                                         network="Net-no-bn-kaiming", max_lr=lr) for lr in (0.01, 0.02, 0.05)},
     "no-augmentation": ablation("no augmentation: every epoch on unaugmented digits",
                                 clean_final_epochs=RECIPE_15.epochs),
     "flatten-head": ablation("flatten the 7x7x24 maps into the Linear layer instead of global average pooling",
-                             build=flatten_head, within_budget=False),
+                             network="Net-flatten-head", within_budget=False),
     "flatten-head-width-6": ablation("flatten head on Net(n_channels=6), to fit the parameter budget",
-                                     build=flatten_head, net_args=dict(n_channels=6)),
-    "dropout-0.05": ablation("Dropout 0.05 after every ConvBlock", net_args=dict(dropout=0.05)),
-    "dropout-0.1": ablation("Dropout 0.1 after every ConvBlock", net_args=dict(dropout=0.1)),
+                                     network="Net-flatten-head", width=6),
+    "dropout-0.05": ablation("Dropout 0.05 after every ConvBlock", dropout=0.05),
+    "dropout-0.1": ablation("Dropout 0.1 after every ConvBlock", dropout=0.1),
     "step-schedule": ablation("the reference's step schedule (LR 0.1, a tenth of it from epoch 11, momentum "
                               "0.9) instead of one-cycle", schedule="step"),
     "epochs-19": Candidate("the recipe trained for 19 epochs instead of 15 (the most the constraint allows)",
                            RECIPE, baseline="clean-2"),
     "no-1x1": ablation("no 1x1 convolution after the max-pools (the next 3x3 convolution reads the pooled "
-                       "channels)", build=without_1x1_transitions),
+                       "channels)", network="Net-no-1x1"),
     # Under 8,000 parameters: a public design with its own published training, the yardstick to beat.
     "public-8k": Candidate("a public design of 7,918 parameters (snehanshu-raj/ERA, assignment 6, Model 3) with "
                            "its published training: Adam at 0.005, a tenth of it after 8 epochs, batches of 64, "
                            "rotations up to 7 degrees and no other augmentation, running BatchNorm averages",
                            replace(EARLIER_15, optimizer="adam", max_lr=0.005, weight_decay=0.0, schedule="step",
                                    step_epochs=8, bn_batches=0, batch_size=64,
-                                   augmentation=Augmentation(max_degrees=7.0, max_shift=0.0, max_zoom=0.0)),
-                           build=PublicSmallNet, baseline=None),
+                                   augmentation=Augmentation(max_degrees=7.0, max_shift=0.0, max_zoom=0.0),
+                                   network="PublicSmallNet", width=None),
+                           baseline=None),
     "public-8k-project-training": Candidate("the same 7,918-parameter design trained with this project's recipe: "
                                             "SGD with one-cycle to 0.1, batches of 256, rotation, shift and zoom, "
                                             "the last 2 epochs clean, BatchNorm statistics recomputed",
-                                            RECIPE_15, build=PublicSmallNet, baseline="public-8k"),
+                                            replace(RECIPE_15, network="PublicSmallNet", width=None),
+                                            baseline="public-8k"),
     "public-8k-batch-128": Candidate("the same design and this project's recipe with batches of 128 instead of 256: "
-                                     "twice the steps in the same 15 epochs", replace(RECIPE_15, batch_size=128),
-                                     build=PublicSmallNet, baseline="public-8k-project-training"),
+                                     "twice the steps in the same 15 epochs",
+                                     replace(RECIPE_15, batch_size=128, network="PublicSmallNet", width=None),
+                                     baseline="public-8k-project-training"),
     "width-5-recipe": Candidate("this project's Net narrowed to n_channels=5 (7,390 parameters) with the notebook's "
-                                "recipe", RECIPE_15, net_args=dict(n_channels=5),
-                                baseline="public-8k-project-training"),
+                                "recipe", replace(RECIPE_15, width=5), baseline="public-8k-project-training"),
     # The recipe at 19 epochs, against levers not yet tried there. Floating-point results differ from one
     # CPU to another, and a run drifts from its twin on another machine as if it had another seed, so these
     # are paired with the recipe re-run on the machine they ran on: the last weights of the ema-19 runs.
@@ -217,6 +144,15 @@ CANDIDATES = {
     "ema-19": Candidate("the 19-epoch recipe scored on an exponential moving average of its weights (decay "
                         "chosen on fold 0), BatchNorm statistics recomputed for the averaged weights",
                         replace(RECIPE, ema_decay=EMA_DECAY), baseline="epochs-19-rerun"),
+    # Where to spend the parameters: shapes of one family (model.SHAPES), 19 epochs in bfloat16 (the notebook's
+    # run on a CPU with native bfloat16), each paired with Net's shape or, under 8,000, the public design's,
+    # trained the same way in the same sweep on the same machine.
+    **{f"shape-{name}": Candidate(f"the network shape {name!r} (model.SHAPES), 19 epochs, bfloat16",
+                                  replace(SHAPE_RECIPE, network=f"shape:{name}", width=None),
+                                  baseline=None if name in ("net", "public") else
+                                  "shape-net" if count_parameters(build_network(f"shape:{name}")) >= 8_000
+                                  else "shape-public")
+       for name in SHAPES},
 }
 
 
@@ -226,47 +162,37 @@ def folds() -> list[torch.Tensor]:
     return list(order.chunk(FOLDS))
 
 
-def train_candidate(name: str, train_images: torch.Tensor, train_labels: torch.Tensor,
-                    eval_images: torch.Tensor, eval_labels: torch.Tensor,
-                    seed: int) -> tuple[nn.Module, History, TensorLoader]:
-    """Train candidate `name` with this seed on the given images (as the notebook's training cell does, here
-    on the CPU), scoring it on the evaluation images after every epoch; returns the model, its history and
-    its training loader."""
-    candidate = CANDIDATES[name]
-    train_loader = TensorLoader.for_training(train_images, train_labels, candidate.recipe)
-    eval_loader = TensorLoader.for_evaluation(eval_images, eval_labels)
-    model, history = train_network(train_loader, eval_loader, candidate.recipe, seed, build=candidate.build,
-                                   verbose=False, **candidate.net_args)
-    return model, history, train_loader
-
-
 def run_fold(name: str, fold: int) -> dict:
-    """Train candidate `name` on every fold but `fold`, score it on `fold`; returns the ledger record."""
+    """Train candidate `name` on every fold but `fold` (seed fold + 1, one thread), score it on `fold`;
+    returns the ledger record, with the resolved recipe, the device and the CPU seconds per epoch."""
     torch.set_num_threads(1)
-    candidate = CANDIDATES[name]
+    recipe = replace(CANDIDATES[name].recipe, seed=fold + 1)
     images, labels = mnist_tensors(train=True)
     held_out = folds()[fold]
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[held_out] = False
-    model, history, train_loader = train_candidate(name, images[keep], labels[keep], images[held_out],
-                                                   labels[held_out], seed=fold + 1)
+    cpu_start = time.process_time()  # the process's own CPU time: less swayed by other work on the machine
+    model, history = train_network(recipe, images[keep], labels[keep], images[held_out], labels[held_out],
+                                   verbose=False)
+    cpu_seconds = time.process_time() - cpu_start
+    precision = history.recipe.precision
     # Accuracy on the model's own (unaugmented) training images, scored like the validation fold: the
     # gap between the two is what augmentation and Dropout act on.
-    plain = TensorLoader.for_evaluation(train_loader.images, train_loader.labels)
-    record = dict(candidate=name, fold=fold, seed=fold + 1, epochs=candidate.recipe.epochs,
-                  parameters=count_parameters(model),
-                  val_acc=history.test_acc[-1], val_acc_per_epoch=history.test_acc,
-                  train_acc=test(model, plain)[1], train_loss_per_epoch=history.train_loss,
-                  seconds_per_epoch=statistics.mean(history.epoch_seconds))
+    plain = TensorLoader.for_evaluation(images[keep], labels[keep])
+    record = dict(candidate=name, fold=fold, recipe=asdict(history.recipe), device=history.device,
+                  parameters=history.parameters, val_acc=history.test_acc[-1], val_acc_per_epoch=history.test_acc,
+                  train_acc=test(model, plain, precision)[1], train_loss_per_epoch=history.train_loss,
+                  seconds_per_epoch=statistics.mean(history.epoch_seconds),
+                  cpu_seconds_per_epoch=cpu_seconds / history.epochs)
     if history.last_weights_test_acc is not None:
         record["val_acc_last_weights"] = history.last_weights_test_acc
     # Runs on running averages are also scored after recomputing the statistics: same weights, no retraining.
-    if candidate.recipe.bn_batches == 0:
-        recompute_batchnorm_statistics(model, TensorLoader(train_loader.images, train_loader.labels, 256,
-                                                           channels_last=True), 40)
+    if recipe.bn_batches == 0:
+        recompute_batchnorm_statistics(model, TensorLoader(images[keep], labels[keep], 256), 40, precision)
         record["val_acc_recomputed_bn"] = test(model, TensorLoader.for_evaluation(images[held_out],
-                                                                                  labels[held_out]))[1]
-    print(f"{name} fold {fold}: {record['val_acc']:.2f}% ({record['seconds_per_epoch']:.1f} s/epoch)", flush=True)
+                                                                                  labels[held_out]), precision)[1]
+    print(f"{name} fold {fold}: {record['val_acc']:.2f}% ({record['cpu_seconds_per_epoch']:.1f} CPU s/epoch)",
+          flush=True)
     return record
 
 
@@ -310,6 +236,7 @@ def ledger_table(ledger: list[dict]) -> str:
 def write_ledger(ledger: list[dict]) -> None:
     """Store every run (JSON) and the table drawn from them (Markdown)."""
     LEDGER_JSON.write_text(json.dumps(sorted(ledger, key=lambda r: (r["candidate"], r["fold"])), indent=1))
+    print(f"wrote {LEDGER_JSON} ({len(ledger)} runs)\nwrote {LEDGER_MD}", flush=True)
     LEDGER_MD.write_text("Six-fold cross-validation on the 60,000 training images, written by "
                          "`python benchmarks/crossval.py`; a gain counts when it exceeds twice its standard "
                          "error.\n\n" + ledger_table(ledger))
@@ -319,9 +246,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="*", help="names from --list")
     parser.add_argument("--list", action="store_true", help="print the known candidates and stop")
-    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
+    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)), choices=range(FOLDS),
+                        metavar="FOLD", help=f"folds to score, from 0 to {FOLDS - 1} (default: all)")
     parser.add_argument("--processes", type=int, default=2, help="runs at once, one thread each")
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}")
     if args.list:
         for name, candidate in CANDIDATES.items():
             print(f"{name:16} {candidate.description}")

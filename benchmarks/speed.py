@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # model.py and utils.py, run as a script
 from model import Net, ReferenceNet, count_parameters  # noqa: E402
-from utils import (MNIST_MEAN, MNIST_STD, Recipe, TensorLoader, device_name, fit, load_mnist,  # noqa: E402
-                   mnist_tensors, pick_device, seed_everything, test_transforms)
+from utils import (MNIST_MEAN, MNIST_STD, Recipe, device_name, load_mnist, mnist_tensors,  # noqa: E402
+                   pick_device, seed_everything, test_transforms, train_network)
 
 TRAIN_IMAGES = 60_000
 REFERENCE_PARAMETERS = 19_866
@@ -93,15 +93,13 @@ def run_net_per_image(epochs: int, device: torch.device, data_dir: str | None) -
     return run_per_image_pipeline(Net(), 256, epochs, device, data_dir)
 
 
-def run_project(epochs: int, device: torch.device, data_dir: str | None,
-                precision: str = "float32") -> tuple[list[float], list[float]]:
+def run_project(epochs: int, device: torch.device, data_dir: str | None, precision: str = "float32",
+                seed: int = 1) -> tuple[list[float], list[float]]:
     """Train this project's Net with its tensor pipeline, as the notebook does, in `precision`."""
     # Augmented epochs only: the recipe's clean final epochs skip the augmentation and would flatter it.
-    recipe = Recipe(epochs=epochs, clean_final_epochs=0, precision=precision)
-    train_loader = TensorLoader.for_training(*mnist_tensors(train=True, data_dir=data_dir, device=device), recipe)
-    test_loader = TensorLoader.for_evaluation(*mnist_tensors(train=False, data_dir=data_dir, device=device))
-    model = train_loader.prepare(Net())
-    history = fit(model, train_loader, test_loader, recipe, verbose=False)
+    recipe = Recipe(epochs=epochs, clean_final_epochs=0, precision=precision, seed=seed)
+    _, history = train_network(recipe, *mnist_tensors(train=True, data_dir=data_dir, device=device),
+                               *mnist_tensors(train=False, data_dir=data_dir, device=device), verbose=False)
     return history.epoch_seconds, history.test_acc
 
 
@@ -111,8 +109,7 @@ def compare_precisions(epochs: int, device: torch.device, data_dir: str | None, 
     seconds = {"float32": [], "bfloat16": []}
     for _ in range(2):
         for precision in seconds:
-            seed_everything(seed)
-            epoch_seconds, accuracies = run_project(epochs, device, data_dir, precision)
+            epoch_seconds, accuracies = run_project(epochs, device, data_dir, precision, seed)
             seconds[precision] += epoch_seconds
             print(f"{precision}: {', '.join(f'{s:.1f}' for s in epoch_seconds)} s per epoch, "
                   f"{accuracies[-1]:.2f}% after {epochs}", file=sys.stderr, flush=True)
@@ -138,7 +135,8 @@ def main() -> None:
         return
 
     results = {}
-    recipes = (("project", run_project), ("net-per-image", run_net_per_image), ("reference", run_reference))
+    recipes = (("project", lambda *run_args: run_project(*run_args, seed=args.seed)),
+               ("net-per-image", run_net_per_image), ("reference", run_reference))
     for name, run in recipes:
         seed_everything(args.seed)
         seconds, accuracies = run(args.epochs, device, args.data)
