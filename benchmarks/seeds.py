@@ -208,8 +208,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="widths of Net to train (default: the notebook's N_CHANNELS)")
     parser.add_argument("--epochs", type=positive, help="default: the notebook's EPOCHS (the reference: 19)")
     parser.add_argument("--out", type=Path, default=TRIALS,
-                        help=f"where results.json, results.md and the figure go (default: {TRIALS.relative_to(ROOT)}, "
-                             "for trials; the committed records: --out benchmarks)")
+                        help=f"where results.json, results.md and the figure go (default: {TRIALS}, for trials; "
+                             "the committed records: --out benchmarks)")
     parser.add_argument("--store-notebook", action="store_true",
                         help="save the run with the notebook's default parameters back into S6.ipynb")
     parser.add_argument("--store-only", action="store_true",

@@ -12,15 +12,79 @@
   const MNIST_BOX = 20; // MNIST fitted each digit's ink into 20x20, then centred it in 28x28
   const INK_THRESHOLD = 0.1; // fainter pixels do not count as ink when finding the digit's extent
   const MNIST_MEAN = 0.1307, MNIST_STD = 0.3081; // the normalisation the network was trained with
+  const NUM_CLASSES = 10; // one score per digit
 
-  function decodeFloats(entry) {
-    const bytes = Uint8Array.from(atob(entry.data), (c) => c.charCodeAt(0));
-    const values = new Float32Array(bytes.buffer); // little-endian, as every current browser and Node
-    const expected = entry.shape.reduce((a, b) => a * b, 1);
-    if (values.length !== expected) {
-      throw new Error(`a tensor of shape [${entry.shape}] needs ${expected} numbers, the file has ${values.length}`);
+  // The numbers of one tensor of the file (base64, little-endian float32), checked: as many as its shape
+  // needs, and all finite, since one NaN or Infinity would make every score the page shows NaN.
+  function decodeFloats(entry, name) {
+    if (!Array.isArray(entry.shape) || typeof entry.data !== "string") {
+      throw new Error(`${name} needs a "shape" list and base64 "data"`);
     }
+    const bytes = Uint8Array.from(atob(entry.data), (c) => c.charCodeAt(0));
+    const expected = entry.shape.reduce((a, b) => a * b, 1);
+    if (bytes.length !== 4 * expected) {
+      throw new Error(`${name}: a tensor of shape [${entry.shape}] needs ${expected} numbers ` +
+                      `(${4 * expected} bytes), the file has ${bytes.length} bytes`);
+    }
+    const values = new Float32Array(bytes.buffer); // little-endian, as every current browser and Node
+    const bad = values.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new Error(`${name} holds ${values[bad]} at position ${bad}, expected only finite numbers`);
     return values;
+  }
+
+  // A conv's weight is [out channels, in channels, kernel, kernel], a linear's [out features, in features].
+  function checkWeightShape(layer, name) {
+    const shape = layer.weight ? layer.weight.shape : null;
+    const isConv = layer.kind === "conv";
+    const fits = Array.isArray(shape) && (isConv ? shape.length === 4 && shape[2] === shape[3] : shape.length === 2);
+    if (!fits) {
+      throw new Error(`${name} needs a weight of shape ${isConv ? "[out, in, kernel, kernel]" : "[out, in]"}, ` +
+                      `the file has ${shape ? `[${shape}]` : "none"}`);
+    }
+  }
+
+  // Follow a 1x28x28 image through the layers, tracking its channels and side, so that a file whose layers
+  // do not fit together (one missing, one of the wrong width) is refused on loading rather than giving NaN
+  // or a crash half-way through a forward pass. Layers are numbered from 0, as in the file's "layers" list.
+  function checkLayersChain(layers) {
+    let channels = 1, side = SIZE, averaged = false, previous = "the 1x28x28 input";
+    layers.forEach((layer, index) => {
+      const name = `layer ${index} (${layer.kind})`;
+      // A conv or linear layer must read what the layer before gives; the layers after read its outputs.
+      const connect = (inputs, outputs, unit) => {
+        if (inputs !== channels) throw new Error(`${name} reads ${inputs} ${unit}, but ${previous} gives ${channels}`);
+        if (layer.bias && layer.bias.length !== outputs) {
+          throw new Error(`${name} gives ${outputs} ${unit}, but its bias has ${layer.bias.length} numbers`);
+        }
+        channels = outputs;
+      };
+      const sideBefore = side;
+      if (layer.kind === "conv") {
+        connect(layer.inChannels, layer.outChannels, "channels");
+        side += 2 * layer.padding - layer.kernel + 1;
+      } else if (layer.kind === "maxpool") {
+        side = Math.floor(side / layer.size);
+      } else if (layer.kind === "mean") {
+        side = 1;
+        averaged = true;
+      } else {
+        // The forward pass feeds a linear layer's output to nothing: it must come last, after the mean.
+        if (!averaged || index !== layers.length - 1) throw new Error(`${name} must be the last layer, after a mean`);
+        connect(layer.inFeatures, layer.outFeatures, "features");
+      }
+      if (!(side >= 1)) {
+        throw new Error(`${name} turns ${sideBefore}x${sideBefore} feature maps into ${side}x${side}, ` +
+                        "expected at least 1x1");
+      }
+      previous = "the layer before";
+    });
+    const last = layers[layers.length - 1], lastName = `layer ${layers.length - 1} (${last.kind})`;
+    if (last.kind !== "linear") {
+      throw new Error(`the last layer must be a linear one giving ${NUM_CLASSES} class scores, ${lastName} is not`);
+    }
+    if (last.outFeatures !== NUM_CLASSES) {
+      throw new Error(`${lastName} gives ${last.outFeatures} class scores, expected ${NUM_CLASSES}, one per digit`);
+    }
   }
 
   // Check a parsed weight file and decode its tensors; throws an Error that says what does not match.
@@ -29,20 +93,40 @@
       throw new Error(`this page reads weight files of format "${FORMAT}", ` +
                       `this one is ${weights && weights.format ? `"${weights.format}"` : "of no known format"}`);
     }
+    if (!Array.isArray(weights.layers) || !weights.layers.length) throw new Error("the weight file has no layers");
     const kinds = ["conv", "maxpool", "mean", "linear"];
-    const layers = weights.layers.map((layer) => {
-      if (!kinds.includes(layer.kind)) throw new Error(`unknown layer kind "${layer.kind}" in the weight file`);
+    const layers = weights.layers.map((layer, index) => {
+      const name = `layer ${index} (${layer.kind})`;
+      if (!kinds.includes(layer.kind)) throw new Error(`${name}: unknown kind, expected one of ${kinds.join(", ")}`);
       const out = Object.assign({}, layer);
-      if (layer.weight) out.weight = decodeFloats(layer.weight);
-      if (layer.bias) out.bias = decodeFloats(layer.bias);
+      if (layer.kind === "conv" || layer.kind === "linear") checkWeightShape(layer, name);
+      if (layer.weight) out.weight = decodeFloats(layer.weight, `${name} weight`);
+      if (layer.bias) out.bias = decodeFloats(layer.bias, `${name} bias`);
       if (layer.kind === "conv") [out.outChannels, out.inChannels, out.kernel] = layer.weight.shape;
       if (layer.kind === "linear") [out.outFeatures, out.inFeatures] = layer.weight.shape;
       return out;
     });
-    if (layers[0].kind !== "conv" || layers[0].inChannels !== 1 || layers[layers.length - 1].kind !== "linear") {
-      throw new Error("the weight file does not describe a network from one 28x28 image to class scores");
+    checkLayersChain(layers);
+    // A layer that keeps the channels (a 16 -> 16 convolution) can go missing without breaking the chain;
+    // the count of numbers the file records still tells.
+    const numbers = layers.reduce(
+      (sum, layer) => sum + (layer.weight ? layer.weight.length : 0) + (layer.bias ? layer.bias.length : 0), 0);
+    if (numbers !== weights.folded_parameters) {
+      throw new Error(`the layers hold ${numbers} numbers, but the file's folded_parameters says ` +
+                      `${weights.folded_parameters}: a layer is missing, extra or changed`);
     }
     return Object.assign({}, weights, { layers });
+  }
+
+  // What the file says about the network, for the page to show: test_accuracy and parameters are optional,
+  // each shown only when it is a number.
+  function describeNetwork(network) {
+    const facts = [];
+    if (Number.isFinite(network.parameters)) facts.push(`${network.parameters.toLocaleString("en")} parameters`);
+    if (Number.isFinite(network.test_accuracy)) {
+      facts.push(`${network.test_accuracy.toFixed(2)}% on MNIST's test digits`);
+    }
+    return facts.join(", ");
   }
 
   // A convolution with zero padding, stride 1, then ReLU where the layer says so.
@@ -109,7 +193,7 @@
   function linear(x, layer) {
     const out = new Float64Array(layer.outFeatures);
     for (let o = 0; o < layer.outFeatures; o++) {
-      let sum = layer.bias[o];
+      let sum = layer.bias ? layer.bias[o] : 0;
       for (let i = 0; i < layer.inFeatures; i++) sum += layer.weight[o * layer.inFeatures + i] * x.data[i];
       out[o] = sum;
     }
@@ -227,5 +311,5 @@
     return image;
   }
 
-  return { FORMAT, SIZE, loadNetwork, forward, prepareLikeMnist, downscale, areaResize, softmax };
+  return { FORMAT, SIZE, loadNetwork, describeNetwork, forward, prepareLikeMnist, downscale, areaResize, softmax };
 });

@@ -6,15 +6,12 @@ BatchNorm folded into the convolution before it, as plain JSON.
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model import ConvBlock, MaxPoolingBlock, Net, first_size, count_parameters  # noqa: E402
+from model import ConvBlock, MaxPoolingBlock, Net, first_size, count_parameters
 
 BROWSER_FORMAT = "s6-mnist-net/1"  # the weight-file layout docs/network.js reads
 
@@ -58,21 +55,33 @@ def folded_layers(model: Net) -> list[dict]:
     return layers
 
 
+def encode_tensor(values: torch.Tensor | np.ndarray) -> dict:
+    """A tensor as the weight file stores it: its shape, and its numbers as base64 little-endian float32."""
+    values = np.asarray(values)
+    return dict(shape=list(values.shape), data=base64.b64encode(values.astype("<f4").tobytes()).decode("ascii"))
+
+
+def decode_tensor(entry: dict) -> np.ndarray:
+    """The numbers of a tensor stored by `encode_tensor`, in its shape; raises ValueError when the file holds
+    more or fewer than the shape needs."""
+    data = base64.b64decode(entry["data"])
+    count = int(np.prod(entry["shape"]))
+    if len(data) != 4 * count:
+        raise ValueError(f"a tensor of shape {list(entry['shape'])} needs {count} numbers ({4 * count} bytes), "
+                         f"the file has {len(data)} bytes")
+    return np.frombuffer(data, dtype="<f4").reshape(entry["shape"])
+
+
 def browser_weights(model: Net, **about) -> dict:
     """A `Net` as the JSON-ready weight file of the browser page: its folded layers (`folded_layers`), each
-    tensor as base64 little-endian float32 with its shape, and whatever `about` says (accuracy, source)."""
-    def encode(tensor: torch.Tensor | None) -> dict | None:
-        if tensor is None:
-            return None
-        data = base64.b64encode(tensor.numpy().astype("<f4").tobytes()).decode("ascii")
-        return dict(shape=list(tensor.shape), data=data)
-
+    tensor as `encode_tensor` stores it, and whatever `about` says (accuracy, source)."""
     layers = folded_layers(model.eval())
-    numbers = sum(layer[key].numel() for layer in layers for key in ("weight", "bias") if layer.get(key) is not None)
+    tensors = ("weight", "bias")
+    numbers = sum(layer[key].numel() for layer in layers for key in tensors if layer.get(key) is not None)
     return dict(format=BROWSER_FORMAT, n_channels=model.n_channels,
                 parameters=count_parameters(model), folded_parameters=numbers, **about,
-                layers=[{key: encode(value) if key in ("weight", "bias") else value for key, value in layer.items()}
-                        for layer in layers])
+                layers=[{key: encode_tensor(value) if key in tensors and value is not None else value
+                         for key, value in layer.items()} for layer in layers])
 
 
 @torch.no_grad()
@@ -93,11 +102,7 @@ def net_from_browser_weights(weights: dict) -> Net:
     def decode(entry: dict, shape: torch.Size) -> torch.Tensor:
         if list(entry["shape"]) != list(shape):
             raise ValueError(f"expected a tensor of shape {list(shape)}, got {entry['shape']}")
-        values = np.frombuffer(base64.b64decode(entry["data"]), dtype="<f4")
-        if values.size != int(np.prod(shape)):
-            raise ValueError(f"a tensor of shape {list(shape)} needs {int(np.prod(shape))} numbers, "
-                             f"got {values.size}")
-        return torch.from_numpy(values.copy()).reshape(shape)
+        return torch.from_numpy(decode_tensor(entry).copy())
 
     convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     batch_norms = iter(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))

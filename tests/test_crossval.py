@@ -1,13 +1,15 @@
 """Tests of the cross-validation harness's bookkeeping (the folds, the paired comparison, the ledger)."""
+import dataclasses
 import math
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import crossval  # noqa: E402
-import utils  # noqa: E402
+import crossval
+import utils
+from model import build_network, count_parameters
 
 
 def test_folds_are_six_disjoint_tenths_of_the_training_set_and_never_change():
@@ -27,7 +29,7 @@ def test_paired_gain_is_the_mean_difference_with_its_standard_error():
 
 
 def run(candidate, fold, acc, **extra):
-    return dict(candidate=candidate, fold=fold, seed=fold + 1, parameters=18_538, val_acc=acc,
+    return dict(candidate=candidate, fold=fold, recipe={}, device="CPU", parameters=18_538, val_acc=acc,
                 val_acc_per_epoch=[acc], seconds_per_epoch=20.0, **extra)
 
 
@@ -48,39 +50,25 @@ def test_ledger_scores_a_candidate_on_its_baseline_folds_and_gives_a_verdict():
 
 
 @pytest.mark.parametrize("name", list(crossval.CANDIDATES))
-def test_every_candidate_builds_a_model_and_says_whether_it_is_under_the_parameter_limit(name):
-    import torch
-    from model import count_parameters
-
+def test_every_candidate_builds_its_recipes_network_and_says_whether_it_is_under_the_parameter_limit(name):
     candidate = crossval.CANDIDATES[name]
-    model = candidate.build(**candidate.net_args)
+    recipe = candidate.recipe
+    model = build_network(recipe.network, recipe.width, recipe.dropout)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert (count_parameters(model) < 20_000) == candidate.within_budget
     assert candidate.baseline is None or candidate.baseline in crossval.CANDIDATES
 
 
-def test_activated_transitions_end_each_max_pooling_block_in_batchnorm_and_relu():
-    from torch import nn
-
-    blocks = [b for b in crossval.activated_transitions().features if isinstance(b, nn.Sequential) and
-              isinstance(b[0], nn.MaxPool2d)]
-    assert len(blocks) == 2 and all([type(m) for m in b] == [nn.MaxPool2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-                                    for b in blocks)
-
-
-def test_without_1x1_transitions_has_bare_max_pools_and_2368_fewer_parameters():
-    from torch import nn
-    from model import MaxPoolingBlock, Net, count_parameters
-
-    net = crossval.without_1x1_transitions()
-    assert not any(isinstance(m, MaxPoolingBlock) for m in net.modules())
-    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 2
-    assert count_parameters(Net()) - count_parameters(net) == 2_368
-
-
-def test_flatten_head_gives_the_classifier_a_weight_for_every_position_of_every_channel():
-    net = crossval.flatten_head()
-    assert net.classifier.in_features == 24 * 7 * 7
+def test_the_shape_screen_pairs_each_shape_with_the_baseline_of_its_budget():
+    shapes = {name: c for name, c in crossval.CANDIDATES.items() if name.startswith("shape-")}
+    for name, candidate in shapes.items():
+        if candidate.baseline is None:
+            continue
+        parameters = count_parameters(build_network(candidate.recipe.network))
+        assert candidate.baseline == ("shape-net" if parameters >= 8_000 else "shape-public"), name
+        assert changed_settings(candidate.recipe, shapes[candidate.baseline].recipe) == {"network"}
+    baselines = [c.baseline for c in shapes.values()]
+    assert baselines.count("shape-net") >= 8 and baselines.count("shape-public") >= 4
 
 
 def changed_settings(recipe, base):
@@ -102,34 +90,46 @@ def test_each_candidate_changes_one_thing_against_its_baseline_unless_listed():
             continue
         baseline = crossval.CANDIDATES[candidate.baseline]
         changed = changed_settings(candidate.recipe, baseline.recipe)
-        same_network = (candidate.build, candidate.net_args) == (baseline.build, baseline.net_args)
-        # One thing at a time: a setting of the recipe, or the network, but not both (the pairing of the
-        # small designs compares two networks on one recipe, or one network on two recipes).
-        assert len(changed) + (not same_network) == 1, (name, changed, same_network)
+        # One thing at a time: a setting of the recipe, or the network (its name and width), but not both (the
+        # pairing of the small designs compares two networks on one recipe, or one network on two recipes).
+        network_changed = bool(changed & {"network", "width"})
+        assert len(changed - {"network", "width"}) + network_changed == 1, (name, changed)
 
 
 def test_the_19_epoch_candidates_start_from_the_notebooks_recipe():
-    import utils as utils_module
-
-    assert crossval.RECIPE == utils_module.Recipe()  # the notebook's defaults, spelled out
+    # The notebook's defaults, spelled out: on a CPU without native bfloat16 "auto" means float32.
+    assert crossval.RECIPE == utils.Recipe().resolved(torch.device("cuda"))
     assert changed_settings(crossval.CANDIDATES["batch-128-19"].recipe, crossval.RECIPE) == {"batch_size"}
     assert changed_settings(crossval.CANDIDATES["ema-19"].recipe, crossval.RECIPE) == {"ema_decay"}
 
 
-def test_train_candidate_follows_the_candidates_recipe_and_repeats_with_the_same_seed(monkeypatch):
-    import dataclasses
-
-    import torch
-
+def test_run_fold_records_the_resolved_recipe_the_device_and_the_fold_it_scored(monkeypatch):
     public = crossval.CANDIDATES["public-8k"]
     one_epoch = dataclasses.replace(public, recipe=dataclasses.replace(public.recipe, epochs=1))
     monkeypatch.setitem(crossval.CANDIDATES, "public-8k", one_epoch)
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (192, 1, 28, 28), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (192,), generator=generator)
-    runs = [crossval.train_candidate("public-8k", images[:128], labels[:128], images[128:], labels[128:], seed=3)
-            for _ in range(2)]
-    (model, history, loader), (_, again, _) = runs
-    assert isinstance(model, crossval.PublicSmallNet) and loader.batch_size == 64
-    assert history.recipe.optimizer == "adam" and history.recipe.max_lr == 0.005 and history.seed == 3
-    assert len(history.test_acc) == 1 and history.train_loss == again.train_loss
+    images = torch.randint(0, 256, (60_000, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (60_000,), generator=generator)
+    monkeypatch.setattr(crossval, "mnist_tensors", lambda train: (images[:600], labels[:600]))
+    monkeypatch.setattr(crossval, "folds", lambda: [torch.arange(0, 100), torch.arange(100, 200)])
+    threads = torch.get_num_threads()
+    try:
+        record = crossval.run_fold("public-8k", 1)
+    finally:
+        torch.set_num_threads(threads)
+    assert record["candidate"] == "public-8k" and record["fold"] == 1 and record["device"].startswith("CPU")
+    recipe = utils.Recipe.from_dict(record["recipe"])
+    assert recipe == dataclasses.replace(one_epoch.recipe, seed=2)  # seed fold + 1, precision as resolved
+    assert recipe.network == "PublicSmallNet" and recipe.optimizer == "adam" and recipe.batch_size == 64
+    assert len(record["val_acc_per_epoch"]) == 1 and record["cpu_seconds_per_epoch"] > 0
+    assert "val_acc_recomputed_bn" in record  # scored with running averages, so rescored too
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--folds", "6"], "invalid choice: 6"), (["--processes", "0"], "--processes must be at least 1"),
+    (["nonsense"], "unknown candidates"),
+])
+def test_bad_command_lines_stop_before_any_run(arguments, message):
+    done = subprocess.run([sys.executable, "benchmarks/crossval.py", *arguments], capture_output=True, text=True,
+                          cwd=crossval.ROOT)
+    assert done.returncode == 2 and message in done.stderr

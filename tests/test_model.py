@@ -94,7 +94,7 @@ def test_wrong_input_raises_value_error_saying_what_was_expected(bad, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("width", [0, -1, 2.5])
+@pytest.mark.parametrize("width", [0, -1, 2.5, True])
 def test_bad_width_is_rejected(width):
     with pytest.raises(ValueError, match="n_channels"):
         Net(n_channels=width)
@@ -145,10 +145,79 @@ def test_layer_costs_add_up_to_the_parameter_count_and_put_most_compute_at_14x14
     assert "18,538" in cost_table({"Net": Net()}) and "19,866" in cost_table({"reference": ReferenceNet()})
 
 
-def test_build_network_gives_the_named_architecture_and_refuses_what_it_cannot_honour():
-    assert count_parameters(build_network("Net", n_channels=5)) == count_parameters(Net(n_channels=5))
+def test_build_network_gives_the_named_network_and_refuses_what_it_cannot_honour():
+    assert count_parameters(build_network("Net", 5)) == count_parameters(Net(n_channels=5))
     assert isinstance(build_network("PublicSmallNet"), PublicSmallNet)
     with pytest.raises(ValueError, match="no Dropout"):
         build_network("PublicSmallNet", dropout=0.1)
-    with pytest.raises(ValueError, match="architecture must be one of"):
+    with pytest.raises(ValueError, match="one fixed width"):
+        build_network("PublicSmallNet", 8)
+    with pytest.raises(ValueError, match="network must be one of"):
         build_network("ResNet")
+
+
+@pytest.mark.parametrize("name, parameters", [("Net-no-bn", 18_426), ("Net-activated-1x1", 18_618),
+                                              ("Net-no-1x1", 16_170), ("Net-flatten-head", 30_058),
+                                              ("Net-residual", 18_538), ("Net-5x5-first", 18_794)])
+def test_the_variants_cross_validation_scored_change_what_their_names_say(name, parameters):
+    network = build_network(name)
+    assert count_parameters(network) == parameters and network(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    if name == "Net-activated-1x1":
+        blocks = [b for b in network.features if isinstance(b, nn.Sequential) and isinstance(b[0], nn.MaxPool2d)]
+        assert len(blocks) == 2 and all([type(m) for m in b] == [nn.MaxPool2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+                                        for b in blocks)
+    if name == "Net-no-1x1":
+        assert not any(isinstance(m, MaxPoolingBlock) for m in network.modules())
+    if name == "Net-flatten-head":
+        assert network.classifier.in_features == 24 * 7 * 7
+
+
+def test_widths_take_any_whole_number_and_refuse_a_bool():
+    import numpy as np
+
+    assert Net(n_channels=np.int64(6)).n_channels == 6
+    with pytest.raises(ValueError, match="n_channels must be a whole number, got True"):
+        Net(n_channels=True)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.randn(2, 1, 28, 28, dtype=torch.float64), "dtype torch.float64"),
+    (torch.rand(2, 1, 28, 28) * 255, "which look like raw 0-255 pixels: prepare images with utils.as_model_input"),
+    (torch.full((2, 1, 28, 28), float("nan")), "NaN or infinite values"),
+])
+def test_input_that_was_not_prepared_is_refused_with_how_to_prepare_it(bad, message):
+    with pytest.raises(ValueError, match="normalised") as error:
+        Net()(bad)
+    assert message in str(error.value)
+
+
+def test_the_shape_family_holds_net_and_the_public_design_layer_for_layer():
+    from model import SHAPES, ShapedNet, layer_costs
+
+    net, public = ShapedNet(SHAPES["net"]), ShapedNet(SHAPES["public"])
+    assert [p.shape for p in net.parameters()] == [p.shape for p in Net().parameters()]
+    assert count_parameters(net) == 18_538 and count_parameters(public) == 7_918
+    assert sorted(p.numel() for p in public.parameters()) == sorted(p.numel() for p in PublicSmallNet().parameters())
+    for twin, original in ((net, Net()), (public, PublicSmallNet())):
+        # Layer for layer the same parameters and compute (PublicSmallNet's head is a 1x1 convolution, the
+        # family's a Linear layer without bias: the same 160 weights).
+        assert [(c.parameters, c.multiply_adds) for c in layer_costs(twin)] == [
+            (c.parameters, c.multiply_adds) for c in layer_costs(original)]
+    torch.manual_seed(0)
+    first = ShapedNet(SHAPES["net"])
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), Net().parameters()))  # the same draws
+
+
+def test_every_named_shape_builds_and_a_shape_that_cannot_work_is_refused():
+    from model import SHAPES, Shape
+
+    for name in SHAPES:
+        network = build_network(f"shape:{name}")
+        assert network(torch.randn(2, 1, 28, 28)).shape == (2, 10) and count_parameters(network) < 20_000
+    with pytest.raises(ValueError, match="transition must be one of"):
+        Shape((8,), (8,), transition="relu")
+    with pytest.raises(ValueError, match="shrinks the maps to nothing"):
+        Shape((8,), (8,) * 7, padded=False)
+    with pytest.raises(ValueError, match="at least one ConvBlock at 28x28"):
+        Shape((), (8,))

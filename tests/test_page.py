@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -18,13 +17,10 @@ import torch
 
 import utils
 from model import Net, count_parameters
+from page_speed import find_chromium, serving
+from weights_format import decode_tensor, encode_tensor, net_from_browser_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "docs"))
-from page_speed import find_chromium, serving  # noqa: E402
-from weights_format import net_from_browser_weights  # noqa: E402
-
 DOCS = ROOT / "docs"
 WEIGHTS = DOCS / "weights.json"
 SCREENSHOT = ROOT / "artifacts" / "page.png"
@@ -61,6 +57,39 @@ def committed_weights() -> dict:
     return json.loads(WEIGHTS.read_text())
 
 
+LOAD_IN_NODE = """
+const Network = require(process.argv[1]);
+const weights = JSON.parse(require("fs").readFileSync(process.argv[2], "utf8"));
+try {
+  console.log(`loaded: ${Network.describeNetwork(Network.loadNetwork(weights))}`);
+} catch (error) {
+  console.log(error.message);
+}"""
+
+
+def load_in_node(weights: dict, tmp_path: Path) -> str:
+    """What docs/network.js makes of a weight file: "loaded: " and what the page says of the network, or
+    the message loadNetwork refuses it with."""
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps(weights))
+    done = subprocess.run([node(), "-e", LOAD_IN_NODE, str(DOCS / "network.js"), str(path)],
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def with_number(weights: dict, layer: int, tensor: str, value: float, position: int = 7) -> dict:
+    """A copy of a weight file whose layer `layer` holds `value` at `position` of its `tensor` ("weight", "bias")."""
+    changed = copy.deepcopy(weights)
+    values = decode_tensor(changed["layers"][layer][tensor]).copy()
+    values.flat[position] = value
+    changed["layers"][layer][tensor] = encode_tensor(values)
+    return changed
+
+
+def without_layer(weights: dict, layer: int) -> dict:
+    return dict(weights, layers=weights["layers"][:layer] + weights["layers"][layer + 1:])
+
+
 # ------------------------------------------------------------------------------------ Node vs PyTorch
 
 
@@ -91,20 +120,52 @@ def test_javascript_preparation_agrees_with_python_pixel_by_pixel(tmp_path):
 
 
 def test_javascript_refuses_a_weight_file_that_does_not_match(committed_weights, tmp_path):
-    wrong_format = dict(committed_weights, format="some-other-net/2")
+    assert load_in_node(dict(committed_weights, format="some-other-net/2"), tmp_path) == (
+        'this page reads weight files of format "s6-mnist-net/1", this one is "some-other-net/2"')
     cut = copy.deepcopy(committed_weights)
     data = base64.b64decode(cut["layers"][0]["weight"]["data"])
     cut["layers"][0]["weight"]["data"] = base64.b64encode(data[:-8]).decode()
-    script = ("const N = require(process.argv[1]); const w = JSON.parse(require('fs').readFileSync(process.argv[2]));"
-              "try { N.loadNetwork(w); console.log('loaded'); } catch (e) { console.log(e.message); }")
-    messages = []
-    for weights in (wrong_format, cut):
-        (tmp_path / "w.json").write_text(json.dumps(weights))
-        done = subprocess.run([node(), "-e", script, str(DOCS / "network.js"), str(tmp_path / "w.json")],
-                              capture_output=True, text=True, check=True)
-        messages.append(done.stdout)
-    assert 'reads weight files of format "s6-mnist-net/1"' in messages[0] and '"some-other-net/2"' in messages[0]
-    assert "needs 144 numbers, the file has 142" in messages[1]
+    assert load_in_node(cut, tmp_path) == (
+        "layer 0 (conv) weight: a tensor of shape [16,1,3,3] needs 144 numbers (576 bytes), the file has 568 bytes")
+
+
+@pytest.mark.parametrize("layer, tensor, value, shown",
+                         [(3, "weight", np.nan, "NaN"), (11, "bias", np.inf, "Infinity")])
+def test_javascript_refuses_a_weight_file_with_a_number_that_is_not_finite(committed_weights, tmp_path,
+                                                                             layer, tensor, value, shown):
+    kind = committed_weights["layers"][layer]["kind"]
+    assert load_in_node(with_number(committed_weights, layer, tensor, value), tmp_path) == (
+        f"layer {layer} ({kind}) {tensor} holds {shown} at position 7, expected only finite numbers")
+
+
+def test_javascript_refuses_a_linear_layer_that_does_not_read_what_the_mean_gives(committed_weights, tmp_path):
+    narrow = copy.deepcopy(committed_weights)
+    narrow["layers"][-1]["weight"] = encode_tensor(np.zeros((10, 20)))
+    width = committed_weights["layers"][-1]["weight"]["shape"][1]
+    assert load_in_node(narrow, tmp_path) == (
+        f"layer 11 (linear) reads 20 features, but the layer before gives {width}")
+
+
+def test_javascript_refuses_a_network_with_a_convolution_missing(committed_weights, tmp_path):
+    # The 1x1 convolution after the second max-pool changes the width: without it the chain breaks.
+    assert committed_weights["layers"][6]["kind"] == "maxpool"
+    wide, narrow = committed_weights["layers"][7]["weight"]["shape"][:2]
+    assert load_in_node(without_layer(committed_weights, 7), tmp_path) == (
+        f"layer 7 (conv) reads {wide} channels, but the layer before gives {narrow}")
+    # A 3x3 convolution that keeps the width leaves the chain whole; the count of numbers tells.
+    removed = committed_weights["layers"][4]
+    held = committed_weights["folded_parameters"] - sum(np.prod(removed[key]["shape"]) for key in ("weight", "bias"))
+    assert load_in_node(without_layer(committed_weights, 4), tmp_path) == (
+        f"the layers hold {held} numbers, but the file's folded_parameters says "
+        f"{committed_weights['folded_parameters']}: a layer is missing, extra or changed")
+
+
+def test_a_weight_file_without_test_accuracy_loads_and_its_description_leaves_it_out(committed_weights, tmp_path):
+    parameters = f"{committed_weights['parameters']:,} parameters"
+    assert load_in_node(committed_weights, tmp_path) == (
+        f"loaded: {parameters}, {committed_weights['test_accuracy']:.2f}% on MNIST's test digits")
+    without_accuracy = {key: value for key, value in committed_weights.items() if key != "test_accuracy"}
+    assert load_in_node(without_accuracy, tmp_path) == f"loaded: {parameters}"
 
 
 def test_the_committed_weight_file_scores_what_it_says(committed_weights):
@@ -195,12 +256,52 @@ def test_a_drawn_digit_gets_a_reading_a_prepared_image_and_a_screenshot(page):
     assert page.text_content("#message") == "Draw a digit."
 
 
-def test_the_page_says_when_the_weight_file_does_not_match(browser, page_url):
+SERVE_OVER_HTTP = "Serve this folder over HTTP"  # the advice for a page opened as a file, and only for that
+
+
+def open_page(browser, url: str, weights_response: dict | None = None):
+    """A new page at `url`, once it has loaded or failed; `weights_response` (route.fulfill's arguments)
+    replaces the server's weights.json. Returns the page and the JavaScript errors it threw."""
     page = browser.new_page()
-    weights = json.loads(WEIGHTS.read_text())
-    page.route("**/weights.json", lambda route: route.fulfill(
-        content_type="application/json", body=json.dumps(dict(weights, format="some-other-net/2"))))
-    page.goto(page_url)
-    page.wait_for_function("document.body.dataset.state === 'error'")
-    assert "weights.json does not match this page" in page.text_content("#message")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    if weights_response is not None:
+        page.route("**/weights.json", lambda route: route.fulfill(content_type="application/json", **weights_response))
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state !== 'loading'")
+    return page, errors
+
+
+@pytest.mark.parametrize("weights_response, expected", [
+    (lambda text: dict(body=text[:len(text) // 2]),
+     ["weights.json is not valid JSON, perhaps truncated", "Re-export it with python docs/export_weights.py."]),
+    (lambda text: dict(body=json.dumps(with_number(json.loads(text), 3, "weight", np.nan))),
+     ["weights.json does not match this page: layer 3 (conv) weight holds NaN at position 7"]),
+    (lambda text: dict(body=json.dumps(dict(json.loads(text), format="some-other-net/2"))),
+     ['weights.json does not match this page: this page reads weight files of format "s6-mnist-net/1"']),
+    (lambda text: dict(status=404, body="File not found"),
+     ["Could not load weights.json: the server answered HTTP 404, expected 200."]),
+], ids=["truncated", "NaN", "other format", "HTTP 404"])
+def test_the_page_says_why_it_cannot_use_the_weight_file(browser, page_url, weights_response, expected):
+    page, errors = open_page(browser, page_url, weights_response(WEIGHTS.read_text()))
+    message = page.text_content("#message")
+    assert page.evaluate("document.body.dataset.state") == "error" and not errors
+    assert all(part in message for part in expected), message
+    assert SERVE_OVER_HTTP not in message
+    assert page.text_content("#about") == "" and page.locator("#maps canvas").count() == 0  # nothing drawn
+    page.close()
+
+
+def test_the_page_shows_a_weight_file_without_test_accuracy(browser, page_url, committed_weights):
+    without_accuracy = {key: value for key, value in committed_weights.items() if key != "test_accuracy"}
+    page, errors = open_page(browser, page_url, dict(body=json.dumps(without_accuracy)))
+    assert page.evaluate("document.body.dataset.state") == "ready" and not errors
+    assert page.text_content("#about") == f" ({committed_weights['parameters']:,} parameters)"
+    page.close()
+
+
+def test_the_page_opened_as_a_file_says_to_serve_the_folder_over_http(browser):
+    page, errors = open_page(browser, (DOCS / "index.html").as_uri())
+    assert page.evaluate("document.body.dataset.state") == "error" and not errors
+    assert SERVE_OVER_HTTP in page.text_content("#message")
     page.close()

@@ -1,5 +1,7 @@
 """Tests of the data path, the training loop, saving, predicting and the plots."""
+import json
 import math
+from dataclasses import asdict
 from dataclasses import replace
 
 import matplotlib
@@ -34,15 +36,16 @@ def synthetic_digits(n=256, seed=0):
 
 
 def small_recipe(**changes) -> Recipe:
-    """The notebook's recipe on the test loaders below: batches of 32, no augmentation, a few epochs."""
-    return Recipe(**{"epochs": 2, "batch_size": 32, "augmentation": None, **changes})
+    """The notebook's recipe for a small Net on the tiny sets below: width 4, batches of 32, no augmentation,
+    a few epochs, in float32."""
+    return Recipe(**{"width": 4, "epochs": 2, "batch_size": 32, "augmentation": None, "precision": "float32",
+                     **changes})
 
 
-def fit_on(images, labels, recipe: Recipe, eval_batch: int = 64, model=None, **fit_args) -> History:
-    """Fit a small Net on these images with `recipe`, scoring it on the same images."""
-    loader = TensorLoader(images, labels, recipe.batch_size, shuffle=True, augmentation=recipe.augmentation)
-    return fit(model if model is not None else Net(n_channels=4), loader, TensorLoader(images, labels, eval_batch),
-               recipe, verbose=False, **fit_args)
+def fit_on(images, labels, recipe: Recipe, model=None) -> History:
+    """Fit a small Net (or `model`) on these images with `recipe`, scoring it on the same images."""
+    return fit(model if model is not None else Net(n_channels=4), recipe, images, labels, images, labels,
+               verbose=False)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -61,6 +64,34 @@ def test_data_dir_argument_then_environment_then_shared(monkeypatch, tmp_path):
 def test_missing_data_gives_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="MNIST_DATA_DIR"):
         utils.load_mnist(train=False, data_dir=tmp_path)
+
+
+def copy_of_mnist_test_set(folder, cut_images: bool = False, label_255: bool = False):
+    """MNIST's two test files copied into `folder` as torchvision lays them out, optionally damaged."""
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    source = utils.resolve_data_dir()[0] / "MNIST" / "raw"
+    images = (source / "t10k-images-idx3-ubyte").read_bytes()
+    labels = bytearray((source / "t10k-labels-idx1-ubyte").read_bytes())
+    if label_255:
+        labels[8 + 17] = 255
+    (raw / "t10k-images-idx3-ubyte").write_bytes(images[:-1000] if cut_images else images)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):  # torchvision looks for all four
+        (raw / name).symlink_to(source / name)
+    return folder
+
+
+def test_a_corrupt_mnist_file_is_named_as_corrupt_with_the_size_expected(tmp_path):
+    folder = copy_of_mnist_test_set(tmp_path, cut_images=True)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte is corrupt: 7,839,016 bytes, expected 7,840,016"):
+        utils.mnist_tensors(train=False, data_dir=folder)
+
+
+def test_labels_outside_the_ten_digits_are_refused_when_loading(tmp_path):
+    folder = copy_of_mnist_test_set(tmp_path, label_255=True)
+    with pytest.raises(ValueError, match="labels .* run from 0 to 255; MNIST's labels are the digits 0 to 9"):
+        utils.mnist_tensors(train=False, data_dir=folder)
 
 
 def test_mnist_tensors_are_the_whole_split_as_uint8(mnist_train):
@@ -99,19 +130,27 @@ def test_augment_batch_draws_its_own_transform_for_each_image():
     assert len({tuple(v.flatten()[::7].tolist()) for v in views}) == 16
 
 
-def test_augment_batch_shifts_by_up_to_the_requested_fraction_and_no_further():
-    # A centred blob moved by shifts alone: its centre of mass moves by the shift, at most 3 pixels of 28.
-    image = torch.zeros(1, 1, 28, 28)
-    image[0, 0, 12:16, 12:16] = 1.0
-    torch.manual_seed(0)
-    moved = augment_batch(image.repeat(4_000, 1, 1, 1), Augmentation(max_degrees=0, max_shift=3 / 28, max_zoom=0))
+def centre_offsets(moved: torch.Tensor) -> torch.Tensor:
+    """How far the centre of mass of each image of a batch lies from the image's centre, in pixels (x, y)."""
     coordinates = torch.arange(28.0)
     mass = moved.sum((1, 2, 3))
-    offsets = torch.stack([(moved.sum((1, 3)) * coordinates).sum(1) / mass,
-                           (moved.sum((1, 2)) * coordinates).sum(1) / mass], 1) - 13.5
-    assert float(offsets.abs().max()) <= 3.0 + 1e-3  # never past the requested fraction
-    assert float(offsets.abs().max()) > 2.8  # and up to it
-    assert float(offsets.mean(0).abs().max()) < 0.1  # in both directions alike
+    return torch.stack([(moved.sum((1, 2)) * coordinates).sum(1) / mass,
+                        (moved.sum((1, 3)) * coordinates).sum(1) / mass], 1) - 13.5
+
+
+def test_augment_batch_shifts_by_up_to_the_requested_fraction_and_carries_it_through_rotation_and_zoom():
+    # A centred blob: rotation and zoom about the centre leave its centre of mass in place, the shift moves it.
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 12:16, 12:16] = 1.0
+    generator = torch.Generator().manual_seed(0)
+    shifted = centre_offsets(augment_batch(image.repeat(4_000, 1, 1, 1),
+                                           Augmentation(max_degrees=0, max_shift=3 / 28, max_zoom=0), generator))
+    assert 2.8 < float(shifted.abs().max()) <= 3.0 + 1e-3  # up to the requested 3 pixels, never past them
+    assert float(shifted.mean(0).abs().max()) < 0.1  # in both directions alike
+    # The recipe's augmentation: its shift turned by the rotation and scaled by the zoom reaches past 10%.
+    reach = float(centre_offsets(augment_batch(image.repeat(20_000, 1, 1, 1), generator=generator))[:, 0].abs().max()) / 28
+    bound = 1.1 * (math.cos(math.radians(10)) + math.sin(math.radians(10))) * 0.1
+    assert 0.105 < reach <= bound + 0.002  # beyond RandomAffine's 10%, within 12.7%
 
 
 def test_elastic_displacement_is_smooth_centred_and_scaled_by_alpha():
@@ -148,19 +187,29 @@ def test_tensor_loader_visits_every_image_once_per_epoch():
     assert first_batch.dtype == torch.float32 and first_batch.shape == (32, 1, 28, 28)
 
 
-def test_tensor_loader_channels_last():
+def test_on_the_cpu_batches_and_models_are_channels_last_alike():
     images, labels = synthetic_digits(8)
-    batch, _ = next(iter(TensorLoader(images, labels, 8, channels_last=True)))
+    batch, _ = next(iter(TensorLoader(images, labels, 8)))
     assert batch.is_contiguous(memory_format=torch.channels_last)
+    weight = utils.on_device(Net(n_channels=2), "cpu").features[2][0].weight  # a 3x3 convolution, several inputs
+    assert weight.is_contiguous(memory_format=torch.channels_last) and weight.device == images.device
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_tensor_loader_prepares_the_model_in_its_memory_layout(channels_last):
-    images, labels = synthetic_digits(8)
-    model = TensorLoader(images, labels, 8, channels_last=channels_last).prepare(Net(n_channels=2))
-    weight = model.features[2][0].weight  # a 3x3 convolution with several input channels
-    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
-    assert weight.device == images.device
+def test_a_loader_with_its_own_generator_ignores_every_other_random_draw():
+    images, labels = synthetic_digits(64)
+
+    def batches(extra_draws: bool):
+        loader = TensorLoader(images, labels, 16, shuffle=True, augmentation=Augmentation(),
+                              generator=utils.run_generator(7, "cpu"))
+        out = []
+        for batch, batch_labels in loader:
+            if extra_draws:
+                torch.rand(100)  # someone else's random numbers, between batches
+            out.append((batch, batch_labels))
+        return out
+
+    assert all(torch.equal(a, b) and torch.equal(la, lb)
+               for (a, la), (b, lb) in zip(batches(False), batches(True), strict=True))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -193,44 +242,101 @@ def test_empty_loader_is_an_error():
         utils.test(Net(n_channels=4), [])
 
 
-def test_fit_records_one_row_per_epoch_and_what_it_trained():
+def test_fit_records_one_row_per_epoch_and_the_whole_resolved_recipe():
     images, labels = synthetic_digits(64)
-    first = fit_on(images, labels, small_recipe(epochs=2), seed=5)
-    second = fit_on(images, labels, small_recipe(epochs=1))
+    first = fit_on(images, labels, small_recipe(epochs=2, seed=5, precision="auto"))
     assert first.epochs == 2 and len(first.train_loss) == len(first.epoch_seconds) == 2
-    assert second.epochs == 1
     assert first.parameters == sum(p.numel() for p in Net(n_channels=4).parameters())
-    assert first.recipe == small_recipe(epochs=2) and first.seed == 5 and second.seed is None
-    assert (first.network, first.width) == ("Net", 4) and first.device.startswith("CPU")
+    assert first.recipe == small_recipe(epochs=2, seed=5, precision=utils.pick_precision(torch.device("cpu"))[0])
+    assert (first.recipe.network, first.recipe.width) == ("Net", 4) and first.device.startswith("CPU")
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(epochs=0), "epochs"), (dict(schedule="cosine"), "schedule must be one of"),
+    (dict(epochs=0), "epochs must be at least 1"), (dict(epochs=2.5), "epochs must be a whole number"),
+    (dict(epochs=True), "epochs must be a whole number"), (dict(schedule="cosine"), "schedule must be one of"),
     (dict(optimizer="rmsprop"), "optimizer must be one of"), (dict(clean_final_epochs=-1), "clean_final_epochs"),
     (dict(batch_size=0), "batch_size"), (dict(ema_decay=1.0), "ema_decay"), (dict(precision="float16"), "precision"),
+    (dict(max_lr=0), "a learning rate of 0 trains nothing"), (dict(max_lr=float("nan")), "max_lr must be a finite"),
+    (dict(max_lr=-0.1), "max_lr must be in"), (dict(weight_decay=-1e-4), "weight_decay"),
+    (dict(network="Nett"), "network must be one of"), (dict(width=True), "width must be a whole number"),
+    (dict(width=0), "width must be at least 1"), (dict(network="PublicSmallNet", width=8), "one fixed width"),
+    (dict(dropout=1.0), "dropout must be in"), (dict(seed=-1), "seed must be at least 0"),
+    (dict(label_smoothing=1.5), "label_smoothing"), (dict(augmentation="yes"), "augmentation must be"),
 ])
-def test_a_recipe_refuses_settings_that_mean_nothing(changes, message):
+def test_a_recipe_refuses_settings_that_cannot_work(changes, message):
     with pytest.raises(ValueError, match=message):
         Recipe(**changes)
 
 
-def test_fit_refuses_a_loader_that_batches_otherwise_than_the_recipe():
-    images, labels = synthetic_digits(64)
-    loader = TensorLoader(images, labels, batch_size=16, shuffle=True)
-    with pytest.raises(ValueError, match="batches of 32.*got batches of 16"):
-        fit(Net(n_channels=4), loader, loader, small_recipe(), verbose=False)
+@pytest.mark.parametrize("changes, message", [
+    (dict(max_zoom=1.5), "max_zoom must be in \\[0, 1\\)"), (dict(max_shift=0.6), "max_shift"),
+    (dict(max_degrees=-5), "max_degrees"), (dict(elastic_alpha=float("inf")), "elastic_alpha"),
+    (dict(elastic_sigma=0), "elastic_sigma"),
+])
+def test_an_augmentation_refuses_ranges_that_would_not_keep_the_digit(changes, message):
+    with pytest.raises(ValueError, match=message):
+        Augmentation(**changes)
 
 
-def test_train_network_seeds_builds_and_fits_as_the_notebook_does():
+def test_a_recipe_takes_any_whole_number_and_writes_out_as_plain_json():
+    recipe = Recipe(width=np.int64(6), epochs=np.int32(3), seed=np.int64(2), max_lr=np.float64(0.05))
+    assert (recipe.width, recipe.epochs, recipe.seed) == (6, 3, 2) and type(recipe.width) is int
+    assert Recipe.from_dict(json.loads(json.dumps(asdict(recipe)))) == recipe
+    assert Recipe().width == 8 and Recipe(network="PublicSmallNet").width is None  # each network's own width
+    assert Recipe().resolved(torch.device("cuda")).precision == "float32"
+
+
+def test_fit_follows_the_recipes_schedule_optimizer_label_smoothing_batches_and_precision(monkeypatch):
+    images, labels = synthetic_digits(96)
+    steps = []
+    real_step = utils.training_step
+
+    def spy(model, batch, batch_labels, optimizer, precision="float32", label_smoothing=0.0):
+        steps.append((type(optimizer).__name__, optimizer.param_groups[0]["lr"], label_smoothing, len(batch),
+                      precision))
+        return real_step(model, batch, batch_labels, optimizer, precision, label_smoothing)
+
+    monkeypatch.setattr(utils, "training_step", spy)
+    recipes = (small_recipe(epochs=3),
+               small_recipe(epochs=3, schedule="step", step_epochs=1, optimizer="adam", max_lr=0.01,
+                            label_smoothing=0.1, batch_size=40, precision="bfloat16"))
+    for recipe in recipes:
+        steps.clear()
+        fit_on(images, labels, recipe)
+        per_epoch = math.ceil(96 / recipe.batch_size)
+        rates, _ = utils.schedule_trace(recipe, per_epoch)
+        assert [step[1] for step in steps] == pytest.approx(rates)  # the learning rate of every step
+        assert {step[0] for step in steps} == {"SGD" if recipe.optimizer == "sgd" else "Adam"}
+        assert {(step[2], step[4]) for step in steps} == {(recipe.label_smoothing, recipe.precision)}
+        assert [step[3] for step in steps[:per_epoch]] == [min(recipe.batch_size, 96 - i * recipe.batch_size)
+                                                             for i in range(per_epoch)]
+
+
+def test_fit_stops_with_a_clear_error_when_the_loss_is_no_longer_a_number():
     images, labels = synthetic_digits(64)
-    recipe = small_recipe(epochs=1)
-    loader = TensorLoader.for_training(images, labels, recipe)
-    runs = [utils.train_network(loader, TensorLoader.for_evaluation(images, labels), recipe, seed, verbose=False,
-                                architecture="Net", n_channels=4) for seed in (3, 3, 4)]
-    (model, first), (_, again), (_, other) = runs
-    assert isinstance(model, Net) and model.n_channels == 4 and first.seed == 3
-    assert first.train_loss == again.train_loss and first.train_loss != other.train_loss
-    assert loader.channels_last and model.features[2][0].weight.is_contiguous(memory_format=torch.channels_last)
+    recipe = small_recipe(network="Net-no-bn", max_lr=1e6)  # without BatchNorm such a rate overflows at once
+    with pytest.raises(FloatingPointError, match="became nan in epoch 2: the run diverged. Try a lower max_lr than 1e\\+06"):
+        fit_on(images, labels, recipe, model=utils.build_network("Net-no-bn", 4))
+
+
+def test_train_network_builds_the_recipes_network_and_repeats_with_its_seed_whatever_else_draws(monkeypatch):
+    images, labels = synthetic_digits(64)
+
+    def run(seed, draw_elsewhere=False):
+        recipe = small_recipe(epochs=2, seed=seed, augmentation=Augmentation())
+        if draw_elsewhere:  # someone else draws from torch's global generator at every step of the run
+            real_step = utils.training_step
+            monkeypatch.setattr(utils, "training_step", lambda *args: (torch.rand(10), real_step(*args))[1])
+        try:
+            return utils.train_network(recipe, images, labels, images, labels, verbose=False)
+        finally:
+            monkeypatch.undo()
+
+    (model, first), (_, again), (_, disturbed), (_, other) = run(3), run(3), run(3, draw_elsewhere=True), run(4)
+    assert isinstance(model, Net) and model.n_channels == 4 and first.recipe.seed == 3
+    assert first.train_loss == again.train_loss == disturbed.train_loss and first.test_acc == disturbed.test_acc
+    assert first.train_loss != other.train_loss
+    assert model.features[2][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_recomputed_batchnorm_statistics_average_the_first_batches_only():
@@ -251,7 +357,7 @@ def test_recomputing_batchnorm_statistics_changes_no_weight_and_no_training_step
 
     def run(bn_batches):
         torch.manual_seed(0)
-        return fit_on(images, labels, small_recipe(augmentation=Augmentation(), bn_batches=bn_batches), eval_batch=32)
+        return fit_on(images, labels, small_recipe(augmentation=Augmentation(), bn_batches=bn_batches))
 
     without, with_recomputed = run(0), run(2)
     assert without.train_loss == with_recomputed.train_loss  # the same training run, step for step
@@ -268,20 +374,25 @@ def test_clean_final_epochs_train_without_augmentation(monkeypatch):
     assert len(calls) == 2  # one augmented epoch of two batches of 32, then two clean ones
 
 
-def test_history_round_trips_through_json(tmp_path):
-    history = History(recipe=small_recipe(augmentation=Augmentation(max_degrees=7.0)), network="Net", width=4,
-                      seed=1, device="CPU", parameters=123)
+def test_history_round_trips_through_json_and_overwrites_only_a_history(tmp_path):
+    history = History(recipe=small_recipe(augmentation=Augmentation(max_degrees=7.0)), device="CPU", parameters=123)
     history.record(0.5, 90.0, 0.4, 91.0, 1.5)
     history.save(tmp_path / "sub" / "history.json")
+    history.save(tmp_path / "sub" / "history.json")  # a history of its own: replaced
     assert History.load(tmp_path / "sub" / "history.json") == history
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    with pytest.raises(FileExistsError, match="is not a history saved by History.save: not overwriting it"):
+        history.save(notes)
+    assert notes.read_text() == '{"my": "notes"}'
 
 
 def test_same_seed_gives_identical_runs_on_a_real_subset(mnist_train):
     images, labels = mnist_train[0][:512], mnist_train[1][:512]
 
     def run(seed):
-        utils.seed_everything(seed)
-        return fit_on(images, labels, small_recipe(batch_size=64, augmentation=Augmentation()), eval_batch=256)
+        recipe = small_recipe(batch_size=64, augmentation=Augmentation(), seed=seed)
+        return utils.train_network(recipe, images, labels, images[:256], labels[:256], verbose=False)[1]
 
     first, second, other = run(7), run(7), run(8)
     assert first.train_loss == second.train_loss and first.test_acc == second.test_acc
@@ -290,15 +401,39 @@ def test_same_seed_gives_identical_runs_on_a_real_subset(mnist_train):
 
 # ------------------------------------------------------------------------------ saving, predicting
 
-def test_saved_model_loads_back_with_identical_outputs(tmp_path):
-    model = Net(n_channels=4).eval()
+def test_saved_model_says_which_network_it_holds_and_loads_back_with_identical_outputs(tmp_path):
+    model = Net(n_channels=5).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    save_model(model, tmp_path / "artifacts" / "model.pt")
-    restored = load_model(Net(n_channels=4), tmp_path / "artifacts" / "model.pt").eval()
+    save_model(model, small_recipe(width=5), tmp_path / "artifacts" / "model.pt")
+    save_model(model, small_recipe(width=5), tmp_path / "artifacts" / "model.pt")  # a model of its own: replaced
+    restored = load_model(tmp_path / "artifacts" / "model.pt").eval()
+    assert isinstance(restored, Net) and restored.n_channels == 5
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(model(x), restored(x))
+    public = utils.build_network("PublicSmallNet")
+    save_model(public, Recipe(network="PublicSmallNet"), tmp_path / "public.pt")
+    assert type(load_model(tmp_path / "public.pt")).__name__ == "PublicSmallNet"
+
+
+def test_model_files_that_cannot_be_read_or_must_not_be_overwritten_get_clear_errors(tmp_path):
+    model = Net(n_channels=5)
+    save_model(model, small_recipe(width=5), tmp_path / "model.pt")
+    whole = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match="cut.pt is not a model saved by utils.save_model .*a file cut short"):
+        load_model(tmp_path / "cut.pt")
+    save_model(model, small_recipe(width=8), tmp_path / "mislabelled.pt")  # says width 8, holds width 5
+    with pytest.raises(ValueError, match="says it holds .*'width': 8.* but its weights do not fit"):
+        load_model(tmp_path / "mislabelled.pt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_model(tmp_path / "missing.pt")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(FileExistsError, match="not a model saved by save_model: not overwriting it"):
+        save_model(model, small_recipe(width=5), notes)
+    assert notes.read_text() == "my notes"
 
 
 def test_predict_takes_one_image_a_batch_or_pil_images():
@@ -320,8 +455,9 @@ def test_predict_takes_one_image_a_batch_or_pil_images():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (torch.rand(28, 28) * 255, "values outside \\[0, 1\\]"), (torch.zeros(2, 3, 28, 28, dtype=torch.uint8), "shape"),
-    (torch.zeros(2, 1, 28, 28, dtype=torch.long), "values outside"), ("a digit", "got str"),
+    (torch.rand(28, 28) * 255, "values from .* \\(they look like 0-255 pixels: pass them as uint8, or divide by 255\\)"),
+    (torch.zeros(2, 3, 28, 28, dtype=torch.uint8), "shape"), (torch.zeros(2, 1, 28, 28, dtype=torch.long), "got torch.int64"),
+    ("a digit", "got str"), (torch.full((28, 28), float("nan")), "NaN or infinite values"),
 ])
 def test_predict_rejects_what_it_cannot_read(bad, message):
     with pytest.raises(ValueError, match=f"expected uint8 images \\(0-255\\) or ink values in \\[0, 1\\].*{message}"):
@@ -376,7 +512,8 @@ def test_plots_return_figures():
 def test_loss_per_step_returns_one_loss_per_step_and_learns():
     torch.manual_seed(0)
     images, labels = synthetic_digits(128)
-    losses = utils.loss_per_step(Net(n_channels=4), TensorLoader(images, labels, 32, shuffle=True), steps=10, lr=0.05)
+    loader = TensorLoader(images, labels, 32, shuffle=True, generator=utils.run_generator(0, "cpu"))
+    losses = utils.loss_per_step(Net(n_channels=4), loader, steps=10, lr=0.05)
     assert len(losses) == 10  # more steps than one pass over the loader: it starts again
     assert sum(losses[-3:]) < sum(losses[:3])
     with pytest.raises(ValueError, match="steps"):
@@ -428,7 +565,7 @@ def test_stage_outputs_have_the_shape_each_stage_promises():
     assert all(float(m.min()) >= 0 for m in maps)  # each is taken after a ReLU
     fig = utils.plot_feature_maps(maps)
     assert sum(1 for ax in fig.axes if ax.images) == 16 + 16 + 24
-    with pytest.raises(ValueError, match="values outside \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="look like 0-255 pixels"):
         utils.stage_outputs(Net(), images[0].float())  # 0-255 as floats: neither uint8 nor ink
     with pytest.raises(ValueError, match="expected one 28x28 digit, got 2"):
         utils.stage_outputs(Net(), images.repeat(2, 1, 1, 1))
@@ -473,34 +610,22 @@ def test_plot_occlusion_explains_each_mistake_in_one_row():
 
 # --------------------------------------------------------------------- showing what each ingredient does
 
-def test_batch_augmentation_shifts_reach_past_ten_percent_but_not_past_the_computed_bound():
-    # A centred blob: rotation and zoom about the centre leave its centre of mass in place, the shift moves it.
-    image = torch.zeros(1, 1, 28, 28)
-    image[0, 0, 12:16, 12:16] = 1.0
-    torch.manual_seed(0)
-    moved = augment_batch(image.repeat(20_000, 1, 1, 1))
-    coordinates = torch.arange(28.0)
-    mass = moved.sum((1, 2, 3))
-    centre_x = (moved.sum((1, 2)) * coordinates).sum(1) / mass
-    reach = float((centre_x - 13.5).abs().max()) / 28  # as a fraction of the image, along one axis
-    bound = 1.1 * (math.cos(math.radians(10)) + math.sin(math.radians(10))) * 0.1
-    assert 0.105 < reach <= bound + 0.002  # beyond RandomAffine's 10%, within 12.7%
-
-
-def test_loss_curves_on_the_same_batches_feed_every_model_the_same_batches():
+def test_loss_curves_on_the_same_batches_feed_every_model_the_same_batches_and_train_copies():
     import copy
 
     images, labels = synthetic_digits(256)
-    loader = TensorLoader(images, labels, 32, shuffle=True)
     torch.manual_seed(0)
     model = Net(n_channels=4)
     twin = copy.deepcopy(model)
-    torch.rand(1000)  # the generator moves on between building the models and training them
-    curves = utils.loss_curves_on_the_same_batches({"a": (model, 0.05), "b": (twin, 0.05)}, loader, steps=5, seed=3)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    torch.rand(1000)  # the global generator moves on between building the models and training them
+    runs = {"a": (model, 0.05), "b": (twin, 0.05)}
+    curves = utils.loss_curves_on_the_same_batches(runs, images, labels, steps=5, seed=3, batch_size=32)
     assert curves["a"] == curves["b"]  # identical models, identical batches: identical losses
-    torch.manual_seed(0)
-    other = utils.loss_per_step(copy.deepcopy(twin), loader, steps=5, lr=0.05)
-    assert other != curves["b"]  # without the reset, another order of batches: another curve
+    assert utils.loss_curves_on_the_same_batches(runs, images, labels, steps=5, seed=3, batch_size=32) == curves
+    assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())  # copies were trained
+    other = utils.loss_curves_on_the_same_batches(runs, images, labels, steps=5, seed=4, batch_size=32)
+    assert other["a"] != curves["a"]  # another seed: another order of batches, another curve
 
 
 def test_activation_spread_with_batchnorm_stays_put_without_it_shrinks():
@@ -521,54 +646,22 @@ def test_activation_spread_with_batchnorm_stays_put_without_it_shrinks():
 
 
 def test_schedule_trace_reads_the_one_cycle_and_step_schedules_from_the_scheduler():
-    rates, momenta = utils.schedule_trace("one-cycle", max_lr=0.1, epochs=10, steps_per_epoch=10)
+    rates, momenta = utils.schedule_trace(Recipe(epochs=10, max_lr=0.1), steps_per_epoch=10)
     assert len(rates) == len(momenta) == 100
     peak = rates.index(max(rates))
     assert rates[0] == pytest.approx(0.1 / 25) and max(rates) == pytest.approx(0.1, rel=1e-3)
     assert 25 <= peak <= 35 and rates[-1] < 1e-4  # the peak at 30% of the steps, then down to almost 0
     assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85, abs=1e-3)
-    step_rates, step_momenta = utils.schedule_trace("step", max_lr=0.1, epochs=15, steps_per_epoch=10)
+    step_rates, step_momenta = utils.schedule_trace(Recipe(schedule="step", epochs=15), steps_per_epoch=10)
     assert step_rates[99] == pytest.approx(0.1) and step_rates[100] == pytest.approx(0.01)
     assert set(step_momenta) == {0.9}
+    adam_rates, _ = utils.schedule_trace(Recipe(optimizer="adam", schedule="step", max_lr=0.005, epochs=15,
+                                                step_epochs=8), steps_per_epoch=4)
+    assert adam_rates[8 * 4 - 1] == pytest.approx(0.005) and adam_rates[8 * 4] == pytest.approx(0.0005)
     figure = utils.plot_schedule(rates, momenta, 10)
     rate_line, momentum_line = (ax.lines[0] for ax in figure.axes)
     assert list(rate_line.get_ydata()) == rates and list(momentum_line.get_ydata()) == momenta
     assert rate_line.get_xdata()[-1] == pytest.approx(9.9)  # x is in epochs: step 99 of 10 a epoch
-    with pytest.raises(ValueError, match="schedule"):
-        utils.schedule_trace("cosine")
-
-
-def test_fit_trains_under_the_step_schedule_too():
-    images, labels = synthetic_digits(128)
-    loader = TensorLoader(images, labels, 32, shuffle=True)
-    history = fit(Net(n_channels=4), loader, TensorLoader(images, labels, 64),
-                  small_recipe(epochs=1, schedule="step"), verbose=False)
-    assert history.recipe.schedule == "step" and history.epochs == 1
-
-
-def test_step_schedule_cuts_the_rate_every_step_epochs():
-    weight = torch.nn.Parameter(torch.zeros(1))
-    adam = torch.optim.Adam([weight], lr=1.0)
-    scheduler = utils.make_scheduler(adam, "step", max_lr=0.005, epochs=15, steps_per_epoch=4, step_epochs=8)
-    rates = []
-    for _ in range(15 * 4):
-        rates.append(adam.param_groups[0]["lr"])
-        adam.step()
-        scheduler.step()
-    assert rates[0] == pytest.approx(0.005) and rates[8 * 4 - 1] == pytest.approx(0.005)
-    assert rates[8 * 4] == pytest.approx(0.0005) and rates[-1] == pytest.approx(0.0005)
-
-
-def test_fit_trains_with_adam_and_records_how():
-    images, labels = synthetic_digits(128)
-    loader = TensorLoader(images, labels, 32, shuffle=True)
-    model = Net(n_channels=4)
-    before = [p.detach().clone() for p in model.parameters()]
-    recipe = small_recipe(max_lr=0.005, weight_decay=0.0, schedule="step", step_epochs=1, optimizer="adam",
-                          bn_batches=0)
-    history = fit(model, loader, TensorLoader(images, labels, 64), recipe, verbose=False)
-    assert history.recipe.optimizer == "adam" and history.recipe.step_epochs == 1
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
 def test_fit_with_ema_decay_scores_and_keeps_the_averaged_weights():
@@ -583,7 +676,7 @@ def test_fit_with_ema_decay_scores_and_keeps_the_averaged_weights():
     assert averaged.last_weights_test_acc == plain.test_acc[-1] and plain.last_weights_test_acc is None
     # The model ends with the scored (averaged) weights: scoring it again gives the last epoch's numbers.
     utils.recompute_batchnorm_statistics(model, TensorLoader(images, labels, 32), 40)
-    assert utils.test(model, TensorLoader(images, labels, 64))[1] == averaged.test_acc[-1]
+    assert utils.test(model, TensorLoader.for_evaluation(images, labels))[1] == averaged.test_acc[-1]
 
 
 def ledger_record(candidate, fold, acc, **extra):
@@ -697,17 +790,17 @@ def test_read_drawing_gives_ten_probabilities_for_a_28x28_image_only():
         utils.read_drawing(model, np.zeros((280, 280)))
 
 
-def test_seed_table_lists_each_recipes_seeds_in_order_with_median_and_lowest():
-    def record(recipe, seed, acc, epochs=15, network="PublicSmallNet", batch_size=256):
-        return dict(recipe=recipe, network=network, batch_size=batch_size, parameters=7_918, seed=seed,
-                    epochs=epochs, last_test_acc=acc)
+def test_seed_table_lists_each_rows_seeds_in_order_with_median_and_lowest():
+    def record(name, seed, acc, epochs=15, network="PublicSmallNet", batch_size=256):
+        recipe = asdict(Recipe(network=network, seed=seed, epochs=epochs, batch_size=batch_size, precision="float32"))
+        return dict(name=name, recipe=recipe, parameters=7_918, last_test_acc=acc)
 
     records = [record("small", 2, 99.40), record("small", 1, 99.50), record("small", 3, 99.60),
                record("small", 1, 10.0, epochs=19), record("notebook", 1, 20.0, network="Net"),
                record("notebook", 1, 99.45), record("notebook", 1, 99.55, batch_size=128)]
-    table = utils.seed_table(records, {("small", "PublicSmallNet", 256): "a small recipe",
-                                       ("notebook", "PublicSmallNet", 256): "ours on theirs",
-                                       ("notebook", "PublicSmallNet", 128): "ours on theirs, batches of 128"},
+    table = utils.seed_table(records, {"a small recipe": dict(name="small"),
+                                       "ours on theirs": dict(name="notebook", network="PublicSmallNet", batch_size=256),
+                                       "ours on theirs, batches of 128": dict(name="notebook", batch_size=128)},
                              epochs=15)
     small, ours, ours_128 = table.splitlines()[1:]
     assert small.split()[-5:] == ["99.50", "99.40", "99.60", "99.50", "99.40"]
@@ -715,37 +808,13 @@ def test_seed_table_lists_each_recipes_seeds_in_order_with_median_and_lowest():
     # Net's run of the same recipe is another row; another batch size is another row.
     assert ours.split()[-3:] == ["99.45", "99.45", "99.45"]
     assert ours_128.split()[-3:] == ["99.55", "99.55", "99.55"]
-    with pytest.raises(ValueError, match="no 15-epoch run of recipe 'missing' on 'Net' with batches of 64"):
-        utils.seed_table(records, {("missing", "Net", 64): "never run"}, epochs=15)
-
-
-def test_every_stored_result_names_its_recipe_network_and_batch_size():
-    from pathlib import Path
-
-    import json as json_module
-
-    for path in ("benchmarks/results.json", "benchmarks/gpu/results.json"):
-        records = json_module.loads((Path(utils.__file__).parent / path).read_text())
-        assert records and all(isinstance(r["recipe"], str) and r["network"] in ("Net", "PublicSmallNet", "ReferenceNet")
-                               and isinstance(r["batch_size"], int) for r in records)
+    with pytest.raises(ValueError, match="no 15-epoch run of \\{'name': 'missing'\\}"):
+        utils.seed_table(records, {"never run": dict(name="missing")}, epochs=15)
 
 
 def test_verdict_counts_a_change_only_beyond_twice_its_standard_error():
     assert utils.verdict(0.05, 0.02) == "gain" and utils.verdict(-0.05, 0.02) == "loss"
     assert utils.verdict(0.039, 0.02) == "within noise" and utils.verdict(-0.04, 0.02) == "within noise"
-
-
-def test_loss_curves_on_the_same_batches_train_copies_so_a_second_call_draws_the_same_curves():
-    images, labels = synthetic_digits(128)
-    loader = TensorLoader(images, labels, 32, shuffle=True)
-    torch.manual_seed(0)
-    model = Net(n_channels=4)
-    before = {name: p.clone() for name, p in model.state_dict().items()}
-    runs = {"a": (model, 0.05)}
-    first = utils.loss_curves_on_the_same_batches(runs, loader, steps=4, seed=3)
-    again = utils.loss_curves_on_the_same_batches(runs, loader, steps=4, seed=3)
-    assert first == again
-    assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
 
 
 def test_batch_norm_by_hand_is_what_batchnorm2d_computes_in_training_mode_only():
@@ -762,6 +831,8 @@ def test_batch_norm_by_hand_is_what_batchnorm2d_computes_in_training_mode_only()
 
 def test_networks_for_batch_norm_differ_only_in_batch_norm_and_initialisation():
     networks = utils.networks_for_batch_norm(4)
+    assert all(torch.equal(a, b) for a, b in zip(networks["with BatchNorm"].state_dict().values(),
+                                                 utils.networks_for_batch_norm(4)["with BatchNorm"].state_dict().values()))
     with_bn, default, kaiming = networks.values()
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in with_bn.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*default.modules(), *kaiming.modules()])
@@ -785,11 +856,32 @@ def test_fit_in_bfloat16_trains_and_keeps_weights_and_statistics_in_float32():
     assert history.recipe.precision == "bfloat16" and all(math.isfinite(loss) for loss in history.train_loss)
 
 
-def test_pick_precision_takes_bfloat16_only_on_a_cpu_that_computes_it_natively(monkeypatch, capsys):
+def test_pick_precision_takes_bfloat16_only_on_a_cpu_that_computes_it_natively(monkeypatch):
     for native in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        assert utils.pick_precision(torch.device("cpu")) == ("bfloat16" if native else "float32")
-    assert utils.pick_precision(torch.device("cuda")) == "float32"
-    said = capsys.readouterr().out.splitlines()
-    assert said[0].startswith("Training in bfloat16: ") and "emulate" in said[1] and "CPUs only" in said[2]
+        precision, why = utils.pick_precision(torch.device("cpu"))
+        assert precision == ("bfloat16" if native else "float32") and ("natively" in why if native else "emulate" in why)
+        assert Recipe().resolved(torch.device("cpu")).precision == precision
+    assert utils.pick_precision(torch.device("cuda")) == ("float32", "bfloat16 has been measured on CPUs only")
+
+
+def test_each_notebook_check_returns_a_margin_that_turns_negative_when_the_reading_fails():
+    spreads = {"with BatchNorm": [0.6] * 6, "without, default initialisation": [1.0, 0.5, 0.3, 0.2, 0.1, 0.05],
+               "without, Kaiming initialisation": [1.0, 1.5, 2.0, 2.5, 3.0, 3.5]}
+    margins = utils.spread_checks(spreads)
+    assert list(margins.values()) == pytest.approx([0.3, 0.2, 10 - 3.5])
+    broken = dict(spreads, **{"with BatchNorm": [0.6, 1.2, 0.6, 0.6, 0.6, 0.6]})
+    assert utils.spread_checks(broken)["BatchNorm keeps every block's spread in (0.3, 1.0)"] == pytest.approx(-0.2)
+    curves = {"with": [0.3] * 20, "default": [2.3] * 20, "kaiming": [1.0] * 20}
+    assert list(utils.live_run_checks(curves).values()) == pytest.approx([0.2, 0.3])
+    assert utils.mistake_checks(60) == {"fewer than 100 test digits misread": 39.5}
+    assert utils.mistake_checks(100)["fewer than 100 test digits misread"] < 0
+    right = list(range(10))
+    readings = {way: (right, right) for way in utils.UNLIKE_MNIST}
+    readings["small"] = ([0] * 10, right)  # shrunk, small drawings read as 0: one right of ten
+    assert utils.right_answers(readings)["small"] == (1, 10)
+    assert list(utils.drawing_checks(readings).values()) == [2, 6.5, 3, 8.5]
+    utils.assert_all_hold(utils.drawing_checks(readings))
+    with pytest.raises(AssertionError, match="fewer than 100 test digits misread"):
+        utils.assert_all_hold(utils.mistake_checks(120))

@@ -1,5 +1,0 @@
-"""Make the flat modules (model.py, utils.py) importable from tests/."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
