@@ -37,7 +37,7 @@ done
 page_tests=()
 command -v node >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } ||
   page_tests=(--ignore=tests/test_page.py)
-timed tests python3 -m pytest --nbval -p no:cacheprovider "${page_tests[@]}"
+timed tests python3 -m pytest -p no:cacheprovider "${page_tests[@]}"
 
 seeds="$(seq 1 16)"
 for epochs in 15 19; do
