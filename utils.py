@@ -4,7 +4,7 @@ Each section below opens with a banner that names the notebook section it serves
 
 1. Setup: the run's Recipe, seeds and the device.
 2. The data: loading MNIST, normalising, augmenting, batching on the device.
-3. The model: its checks (summary, costs, receptive field) live in model.py, beside the network.
+3. The model: where to spend the parameters (the shape screen); the model's own checks live in model.py.
 4. BatchNorm, made visible: activation spreads and the first training steps.
 5. Training: one step, one epoch (`train`), testing, BatchNorm statistics, the schedule, `fit`, saving.
 6. Results: curves, lagging statistics, predictions, mistakes, the confusion matrix.
@@ -43,7 +43,7 @@ from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
 from model import (IMAGE_SIZE, NUM_CLASSES, ConvBlock, build_network, check_network, count_parameters, fraction,
-                   whole_number)
+                   layer_costs, whole_number)
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_PARAMETERS, MAX_EPOCHS, MIN_TEST_ACCURACY = 20_000, 20, 99.40
@@ -397,6 +397,83 @@ class TensorLoader:
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, labels
+
+
+# ------------------------------------------------------------ 3. The model: where to spend the parameters
+# The model's own checks (summary, costs, receptive field) live in model.py, beside the network.
+
+SHAPE_BUDGET = 8_000  # shapes below this many parameters are compared with the public design, the rest with Net
+
+
+def shape_baseline(parameters: int) -> str:
+    """The ledger candidate a screened shape is paired with: Net's shape, or under SHAPE_BUDGET parameters the
+    public design's, both trained the same way in the same sweep."""
+    return "shape-public" if parameters < SHAPE_BUDGET else "shape-net"
+
+
+@dataclass
+class ShapeScore:
+    """One network shape as cross-validation scored it on some folds: its size, its cost, its accuracy, and
+    its paired difference from the baseline of its budget."""
+
+    name: str
+    parameters: int
+    multiply_adds: int
+    val_acc: float  # mean over the folds
+    gain: float  # over its baseline, fold by fold (0 for a baseline)
+    standard_error: float
+    cpu_seconds_per_epoch: float
+
+
+def shape_scores(ledger: list[dict], folds: Sequence[int]) -> list[ShapeScore]:
+    """Every network shape in the ledger (candidates named "shape-...") scored on all of `folds`, paired with
+    its baseline on those folds; in order of parameters."""
+    scores = []
+    for name in sorted({r["candidate"] for r in ledger if r["candidate"].startswith("shape-")}):
+        runs = ledger_runs(ledger, name)
+        if not set(folds) <= runs.keys():
+            continue
+        chosen = [runs[fold] for fold in folds]
+        parameters = chosen[0]["parameters"]
+        baseline = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, shape_baseline(parameters)).items()
+                    if fold in folds}
+        paired = paired_gain({fold: runs[fold]["val_acc"] for fold in folds}, baseline) or (math.nan, math.nan, 0)
+        network = build_network(chosen[0]["recipe"]["network"], chosen[0]["recipe"]["width"])
+        scores.append(ShapeScore(name.removeprefix("shape-"), parameters,
+                                 sum(cost.multiply_adds for cost in layer_costs(network)),
+                                 statistics.mean(r["val_acc"] for r in chosen), paired[0], paired[1],
+                                 statistics.mean(r["cpu_seconds_per_epoch"] for r in chosen)))
+    return sorted(scores, key=lambda score: score.parameters)
+
+
+def plot_shape_map(scores: Sequence[ShapeScore]) -> Figure:
+    """Validation accuracy of each shape against its parameters (left) and its multiply-adds per image
+    (right), bars of ± 2 standard errors of its paired difference from its baseline; Net's shape and the
+    public design's marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    marked = {"net": ("Net", "tab:blue", "s"), "public": ("the public design", "tab:orange", "D")}
+    for ax, (what, label) in zip(axes, (("parameters", "trainable parameters"),
+                                        ("multiply_adds", "multiply-adds per image"))):
+        for score in scores:
+            name, colour, marker = marked.get(score.name, (None, "tab:grey", "o"))
+            x = getattr(score, what)
+            error = 0 if score.name in marked or math.isnan(score.standard_error) else 2 * score.standard_error
+            ax.errorbar(x, score.val_acc, yerr=error, fmt=marker, color=colour, markersize=7 if name else 5,
+                        capsize=3, label=name)
+            if not name:
+                ax.annotate(score.name, (x, score.val_acc), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+        if what == "parameters":
+            ax.axvline(SHAPE_BUDGET, color="grey", linestyle=":", linewidth=1)  # the two budgets
+        ax.set(xlabel=label, xscale="log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("validation accuracy (%), mean of the folds")
+    handles, labels = axes[0].get_legend_handles_labels()
+    named = {label: handle for handle, label in zip(handles, labels) if label}
+    axes[0].legend(named.values(), named.keys(), fontsize=8, loc="lower right")
+    fig.suptitle("Where to spend the parameters: shapes of one family, trained the same way "
+                 "(bars: ± 2 SE of each shape's paired difference from its baseline)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------- 4. BatchNorm, made visible

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # model.py and utils.py, when run as a script
 from model import SHAPES, build_network, count_parameters  # noqa: E402
 from utils import (Augmentation, Recipe, TensorLoader, ledger_runs, mnist_tensors, paired_gain,  # noqa: E402
-                   recompute_batchnorm_statistics, test, train_network, verdict)
+                   recompute_batchnorm_statistics, shape_baseline, test, train_network, verdict)
 
 FOLDS, FOLD_SEED = 6, 0
 # The notebook's recipe, and the same at the 15 epochs most candidates were scored at ("clean-2" below).
@@ -150,8 +150,7 @@ CANDIDATES = {
     **{f"shape-{name}": Candidate(f"the network shape {name!r} (model.SHAPES), 19 epochs, bfloat16",
                                   replace(SHAPE_RECIPE, network=f"shape:{name}", width=None),
                                   baseline=None if name in ("net", "public") else
-                                  "shape-net" if count_parameters(build_network(f"shape:{name}")) >= 8_000
-                                  else "shape-public")
+                                  shape_baseline(count_parameters(build_network(f"shape:{name}"))))
        for name in SHAPES},
 }
 

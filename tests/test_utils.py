@@ -13,7 +13,7 @@ from PIL import Image
 matplotlib.use("Agg")
 
 import utils  # noqa: E402
-from model import Net, kaiming_init  # noqa: E402
+from model import Net, count_parameters, kaiming_init  # noqa: E402
 from utils import (Augmentation, History, Recipe, TensorLoader, augment_batch, confusion_matrix,  # noqa: E402
                    fit, load_model, mnist_tensors, normalize, per_class_accuracy, predict, save_model, train,
                    train_transforms)
@@ -885,3 +885,26 @@ def test_each_notebook_check_returns_a_margin_that_turns_negative_when_the_readi
     utils.assert_all_hold(utils.drawing_checks(readings))
     with pytest.raises(AssertionError, match="fewer than 100 test digits misread"):
         utils.assert_all_hold(utils.mistake_checks(120))
+
+
+def test_shape_scores_pair_each_shape_with_the_baseline_of_its_budget_on_the_folds_asked_for():
+    def run(name, fold, acc):
+        network = f"shape:{name}"
+        parameters = count_parameters(utils.build_network(network))
+        return dict(candidate=f"shape-{name}", fold=fold, val_acc=acc, parameters=parameters,
+                    recipe=dict(network=network, width=None), cpu_seconds_per_epoch=10.0 + fold)
+
+    ledger = [run("net", 0, 99.50), run("net", 3, 99.60), run("public", 0, 99.40), run("public", 3, 99.50),
+              run("wide-14", 0, 99.55), run("wide-14", 3, 99.67), run("small-unpadded", 0, 99.30),
+              run("small-unpadded", 3, 99.38), run("deep-7", 0, 99.9)]  # deep-7 lacks fold 3: left out
+    scores = {score.name: score for score in utils.shape_scores(ledger, folds=[0, 3])}
+    assert list(scores) == ["small-unpadded", "public", "net", "wide-14"]  # by parameters
+    assert scores["wide-14"].gain == pytest.approx(0.06) and scores["wide-14"].standard_error == pytest.approx(0.01)
+    assert scores["small-unpadded"].gain == pytest.approx(-0.11)  # against the public design, not Net
+    assert scores["net"].multiply_adds == 2_044_912 and scores["net"].val_acc == pytest.approx(99.55)
+    assert scores["net"].cpu_seconds_per_epoch == pytest.approx(11.5)
+    fig = utils.plot_shape_map(list(scores.values()))
+    left, right = fig.axes
+    assert left.get_xscale() == right.get_xscale() == "log"
+    assert sorted(text.get_text() for text in left.get_legend().get_texts()) == ["Net", "the public design"]
+    assert sorted(a.get_text() for a in left.texts) == ["small-unpadded", "wide-14"]  # the others are named
