@@ -79,11 +79,12 @@ class Net(nn.Module):
     """Three stages of ConvBlocks (one at 28x28, three at 14x14, two at 7x7) joined by MaxPoolingBlocks,
     then global average pooling and a Linear layer.
 
-    The full-resolution stage is one convolution from the single input channel: it is cheap in
-    parameters and time even at 2 x n_channels wide. Most parameters sit at 14x14 and 7x7, where running
-    them is cheap. `dropout` (off by default: it cost accuracy in cross-validation) follows every
-    ConvBlock; the reference design had Dropout in its last two blocks only. `batch_norm=False` builds
-    the same network without BatchNorm, for comparison.
+    The full-resolution stage is one convolution from the single input channel: few weights, though it
+    runs over all 784 pixels. Most of the parameters sit at 7x7, in the two widest convolutions; most of the
+    multiply-adds at 14x14, where three convolutions run over 196 pixels each (`layer_costs` counts both).
+    `dropout` (off by default: it cost accuracy in cross-validation) follows every ConvBlock; the reference
+    design had Dropout in its last two blocks only. `batch_norm=False` builds the same network without
+    BatchNorm, for comparison.
 
     The 1x1 convolution of each MaxPoolingBlock has no nonlinearity after it, so it is a linear map that
     folds into the 3x3 convolution that follows: it sets the channel count but adds no expressiveness.

@@ -100,8 +100,8 @@ CANDIDATES = {
                                      network="Net-flatten-head", width=6),
     "dropout-0.05": ablation("Dropout 0.05 after every ConvBlock", dropout=0.05),
     "dropout-0.1": ablation("Dropout 0.1 after every ConvBlock", dropout=0.1),
-    "step-schedule": ablation("the reference's step schedule (LR 0.1, a tenth of it from epoch 11, momentum "
-                              "0.9) instead of one-cycle", schedule="step"),
+    "step-schedule": ablation("a step schedule (LR 0.1, a tenth of it from epoch 11, Nesterov momentum 0.9) "
+                              "instead of one-cycle", schedule="step"),
     "epochs-19": Candidate("the recipe trained for 19 epochs instead of 15 (the most the constraint allows)",
                            RECIPE, baseline="clean-2"),
     "no-1x1": ablation("no 1x1 convolution after the max-pools (the next 3x3 convolution reads the pooled "
