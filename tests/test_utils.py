@@ -908,3 +908,28 @@ def test_shape_scores_pair_each_shape_with_the_baseline_of_its_budget_on_the_fol
     assert left.get_xscale() == right.get_xscale() == "log"
     assert sorted(text.get_text() for text in left.get_legend().get_texts()) == ["Net", "the public design"]
     assert sorted(a.get_text() for a in left.texts) == ["small-unpadded", "wide-14"]  # the others are named
+
+
+def test_without_its_biases_the_default_initialisation_passes_on_about_041_of_the_spread_within_a_stage():
+    # What the notebook says of the default-initialised network without BatchNorm: a sixth of Kaiming's
+    # variance gives a factor of sqrt(1/6) = 0.41 a block; its biases are what keep the deeper spreads larger.
+    images = normalize(mnist_tensors(train=True)[0][:128])
+    network = utils.networks_for_batch_norm(8, seed=1)["without, default initialisation"]
+    with_biases = utils.activation_spread(network, images)
+    with torch.no_grad():
+        for layer in network.modules():
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)) and layer.bias is not None:
+                layer.bias.zero_()
+    spreads = utils.activation_spread(network, images)
+    within_stages = [spreads[2] / spreads[1], spreads[3] / spreads[2], spreads[5] / spreads[4]]  # blocks 2-4, 5-6
+    assert all(0.3 < ratio < 0.5 for ratio in within_stages), within_stages
+    assert with_biases[-1] > 5 * spreads[-1]  # with its biases, the last block's output is mostly bias
+
+
+def test_with_kaiming_initialisation_the_spread_jumps_only_after_the_max_pools():
+    images = normalize(mnist_tensors(train=True)[0][:128])
+    spreads = utils.activation_spread(utils.networks_for_batch_norm(8, seed=1)["without, Kaiming initialisation"],
+                                      images)
+    ratios = [after / before for before, after in zip(spreads, spreads[1:])]  # block 1 -> 2 and 4 -> 5 cross a pool
+    assert ratios[0] > 1.5 and ratios[3] > 1.5
+    assert all(0.6 < ratio < 1.2 for ratio in (ratios[1], ratios[2], ratios[4])), ratios
