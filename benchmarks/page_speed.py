@@ -7,16 +7,12 @@ page: the mean of 50 calls each, after 5 to warm up. Prints one JSON line, in mi
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import shutil
-import threading
-from contextlib import contextmanager
+import sys
 from pathlib import Path
-from typing import Iterator
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))  # the page's server, run as a script
+from page_server import find_chromium, serving  # noqa: E402
 
 TIMING = """async () => {
   const network = Network.loadNetwork(await (await fetch("weights.json")).json());
@@ -28,27 +24,6 @@ TIMING = """async () => {
   return { prepare_ms: time(() => Network.prepareLikeMnist(ink, 280, 280)),
            forward_ms: time(() => Network.forward(network, image)), browser: navigator.userAgent };
 }"""
-
-
-@contextmanager
-def serving(directory: Path = DOCS) -> Iterator[str]:
-    """`directory` served over HTTP on a free local port, as `python -m http.server` would; yields the URL
-    of its index.html."""
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=directory))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/index.html"
-    finally:
-        server.shutdown()
-
-
-def find_chromium() -> str | None:
-    """The path of the system's Chromium (Debian's `chromium`, or `chromium-browser`), or None."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import torch
 
 import utils
 from model import Net, count_parameters
-from page_speed import find_chromium, serving
+from page_server import find_chromium, serving
 from weights_format import decode_tensor, encode_tensor, net_from_browser_weights
 
 ROOT = Path(__file__).resolve().parent.parent
