@@ -1105,6 +1105,12 @@ def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
     """Accuracy in % for each true class: the diagonal over the row sums."""
     return 100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)
 
+def most_confused_pairs(confusion: torch.Tensor) -> list[tuple[int, int, int]]:
+    """Every (true digit, predicted digit, count) that ties for the most frequent mistake."""
+    mistakes = confusion.clone().fill_diagonal_(0)
+    most = int(mistakes.max())
+    return [(int(true), int(predicted), most) for true, predicted in (mistakes == most).nonzero().tolist()] if most else []
+
 
 
 # --------------------------------------------------------------------- 7. What each ingredient buys
