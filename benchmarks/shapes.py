@@ -30,7 +30,8 @@ def shape_table(scores: list[ShapeScore], folds: list[int]) -> str:
     for score in scores:
         shape = SHAPES[score.name]
         widths = " / ".join(",".join(map(str, stage)) or "-" for stage in (shape.at_28, shape.at_14, shape.at_7))
-        detail = f"{widths}, {shape.transition}{'' if shape.padded else ', unpadded'}"
+        head = ", 1x1 head " + ",".join(map(str, shape.head)) if shape.head else ""
+        detail = f"{widths}, {shape.transition}{'' if shape.padded else ', unpadded'}{head}"
         baseline = shape_baseline(score.parameters).removeprefix("shape-")
         gain, outcome = ("baseline", "") if score.name == baseline else (
             f"{score.gain:+.3f} ± {score.standard_error:.3f} vs {baseline}", verdict(score.gain, score.standard_error))
