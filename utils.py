@@ -28,7 +28,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -793,10 +793,10 @@ def plot_schedule(rates: Sequence[float], momenta: Sequence[float], steps_per_ep
     return fig
 
 
-def _refuse_to_overwrite(path: Path, ours: bool, what: str) -> None:
-    """Raise a FileExistsError if `path` exists and is not a file of ours (`ours`): nothing here overwrites a
-    file it did not make."""
-    if path.exists() and not ours:
+def _refuse_to_overwrite(path: Path, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Raise a FileExistsError if `path` exists and `is_ours` says it is not a file of ours: nothing here
+    overwrites a file it did not make."""
+    if path.exists() and not is_ours(path):
         raise FileExistsError(f"{path} exists and is not {what}: not overwriting it. Choose another path, or "
                               "move that file away first.")
 
@@ -831,7 +831,7 @@ class History:
     def save(self, path: str | os.PathLike) -> None:
         """Write the history as JSON (creating the folder); refuses to overwrite a file that is not one."""
         path = Path(path)
-        _refuse_to_overwrite(path, path.exists() and History.is_history(path), "a history saved by History.save")
+        _refuse_to_overwrite(path, History.is_history, "a history saved by History.save")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=1))
 
@@ -923,7 +923,7 @@ def save_model(model: nn.Module, recipe: Recipe, path: str | os.PathLike) -> Non
     """Save the model's weights with the network the recipe names (so `load_model` can rebuild it), creating
     the folder; refuses to overwrite a file that is not a saved model."""
     path = Path(path)
-    _refuse_to_overwrite(path, path.exists() and _saved_model(path) is not None, "a model saved by save_model")
+    _refuse_to_overwrite(path, lambda existing: _saved_model(existing) is not None, "a model saved by save_model")
     path.parent.mkdir(parents=True, exist_ok=True)
     network = dict(network=recipe.network, width=recipe.width, dropout=recipe.dropout)
     torch.save(dict(format=MODEL_FORMAT, network=network, state_dict=model.state_dict()), path)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import multiprocessing
 import os
 import statistics
@@ -50,7 +49,6 @@ from speed import REFERENCE_PARAMETERS, REFERENCE_TRAINING, run_reference  # noq
 from utils import History, Recipe, device_name, mnist_tensors, save_model, train_network  # noqa: E402
 
 NOTEBOOK = ROOT / "S6.ipynb"
-COMMITTED = ROOT / "benchmarks"
 TRIALS = ROOT / "artifacts" / "benchmarks"  # where a run writes unless told --out benchmarks
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
