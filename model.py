@@ -253,6 +253,11 @@ SHAPES = {
     "small-28x3-bare": Shape((8, 8, 8), (12, 12), (16, 16), "none"),
     "small-28x3-10-bare": Shape((10, 10, 10), (12, 12), (14, 14), "none"),
     "small-unpadded": Shape((10, 10, 10), (12, 12, 12, 12), (), "none", padded=False),
+    # Under 8,000, around small-unpadded: wider at the end, a 1x1 head, two convolutions at 28x28, activated.
+    "small-unpadded-14": Shape((10, 10, 10), (12, 12, 14, 14), (), "none", padded=False),
+    "small-unpadded-head": Shape((10, 10, 10), (12, 12, 12, 12), (), "none", padded=False, head=(16,)),
+    "small-28x2-unpadded": Shape((10, 10), (14, 14, 14, 14), (), "none", padded=False),
+    "small-unpadded-activated": Shape((10, 10, 10), (12, 12, 12, 12), (), "activated", padded=False),
 }
 
 

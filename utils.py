@@ -406,10 +406,10 @@ class TensorLoader:
 SHAPE_BUDGET = 8_000  # shapes below this many parameters are compared with the public design, the rest with Net
 
 
-def shape_baseline(parameters: int) -> str:
+def shape_baseline(parameters: int, prefix: str = "shape-") -> str:
     """The ledger candidate a screened shape is paired with: Net's shape, or under SHAPE_BUDGET parameters the
-    public design's, both trained the same way in the same sweep."""
-    return "shape-public" if parameters < SHAPE_BUDGET else "shape-net"
+    public design's, both trained the same way in the same sweep (`prefix` "gpu-shape-" for the GPU's runs)."""
+    return prefix + ("public" if parameters < SHAPE_BUDGET else "net")
 
 
 @dataclass
@@ -426,21 +426,22 @@ class ShapeScore:
     cpu_seconds_per_epoch: float
 
 
-def shape_scores(ledger: list[dict], folds: Sequence[int]) -> list[ShapeScore]:
-    """Every network shape in the ledger (candidates named "shape-...") scored on all of `folds`, paired with
-    its baseline on those folds; in order of parameters."""
+def shape_scores(ledger: list[dict], folds: Sequence[int], prefix: str = "shape-") -> list[ShapeScore]:
+    """Every network shape in the ledger (candidates named `prefix` + shape: "shape-..." ran on a CPU,
+    "gpu-shape-..." on a GPU) scored on all of `folds`, paired with its baseline on those folds and that
+    device; in order of parameters."""
     scores = []
-    for name in sorted({r["candidate"] for r in ledger if r["candidate"].startswith("shape-")}):
+    for name in sorted({r["candidate"] for r in ledger if r["candidate"].startswith(prefix)}):
         runs = ledger_runs(ledger, name)
         if not set(folds) <= runs.keys():
             continue
         chosen = [runs[fold] for fold in folds]
         parameters = chosen[0]["parameters"]
-        baseline = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, shape_baseline(parameters)).items()
+        baseline = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, shape_baseline(parameters, prefix)).items()
                     if fold in folds}
         paired = paired_gain({fold: runs[fold]["val_acc"] for fold in folds}, baseline) or (math.nan, math.nan, 0)
         network = build_network(chosen[0]["recipe"]["network"], chosen[0]["recipe"]["width"])
-        scores.append(ShapeScore(name.removeprefix("shape-"), parameters,
+        scores.append(ShapeScore(name.removeprefix(prefix), parameters,
                                  sum(cost.multiply_adds for cost in layer_costs(network)),
                                  statistics.mean(r["val_acc"] for r in chosen), paired[0], paired[1],
                                  statistics.mean(r["cpu_seconds_per_epoch"] for r in chosen)))

@@ -63,6 +63,9 @@ class Candidate:
     score: str = "val_acc"
     # False for a candidate scored to show what a design costs, knowing it breaks the 20,000-parameter budget.
     within_budget: bool = True
+    # Where its runs train: "cpu" (one thread each) or "cuda" (every run of a sweep shares the one GPU). A run
+    # on another device drifts from its twin as if it had another seed, so a candidate's baseline runs there too.
+    device: str = "cpu"
 
 
 def ablation(description: str, within_budget: bool = True, **changes) -> Candidate:
@@ -147,11 +150,13 @@ CANDIDATES = {
     # Where to spend the parameters: shapes of one family (model.SHAPES), 19 epochs in bfloat16 (the notebook's
     # run on a CPU with native bfloat16), each paired with Net's shape or, under 8,000, the public design's,
     # trained the same way in the same sweep on the same machine.
-    **{f"shape-{name}": Candidate(f"the network shape {name!r} (model.SHAPES), 19 epochs, bfloat16",
-                                  replace(SHAPE_RECIPE, network=f"shape:{name}", width=None),
-                                  baseline=None if name in ("net", "public") else
-                                  shape_baseline(count_parameters(build_network(f"shape:{name}"))))
-       for name in SHAPES},
+    **{f"{prefix}shape-{name}": Candidate(f"the network shape {name!r} (model.SHAPES), 19 epochs, bfloat16"
+                                          + (", on a CUDA GPU" if device == "cuda" else ""),
+                                          replace(SHAPE_RECIPE, network=f"shape:{name}", width=None),
+                                          baseline=None if name in ("net", "public") else
+                                          shape_baseline(count_parameters(build_network(f"shape:{name}")),
+                                                         f"{prefix}shape-"), device=device)
+       for prefix, device in (("", "cpu"), ("gpu-", "cuda")) for name in SHAPES},
 }
 
 
@@ -162,13 +167,14 @@ def folds() -> list[torch.Tensor]:
 
 
 def run_fold(name: str, fold: int) -> dict:
-    """Train candidate `name` on every fold but `fold` (seed fold + 1, one thread), score it on `fold`;
-    returns the ledger record, with the resolved recipe, the device and the CPU seconds per epoch."""
+    """Train candidate `name` on every fold but `fold` (seed fold + 1, one thread, on the candidate's device),
+    score it on `fold`; returns the ledger record, with the resolved recipe, the device and the CPU seconds
+    per epoch."""
     torch.set_num_threads(1)
     recipe = replace(CANDIDATES[name].recipe, seed=fold + 1)
-    images, labels = mnist_tensors(train=True)
-    held_out = folds()[fold]
-    keep = torch.ones(len(images), dtype=torch.bool)
+    images, labels = mnist_tensors(train=True, device=CANDIDATES[name].device)
+    held_out = folds()[fold].to(images.device)
+    keep = torch.ones(len(images), dtype=torch.bool, device=images.device)
     keep[held_out] = False
     cpu_start = time.process_time()  # the process's own CPU time: less swayed by other work on the machine
     model, history = train_network(recipe, images[keep], labels[keep], images[held_out], labels[held_out],
@@ -209,7 +215,7 @@ def fold_scores(ledger: list[dict], name: str) -> dict[int, float]:
 def ledger_table(ledger: list[dict]) -> str:
     """The ledger as Markdown: one row per candidate, in the order they are defined."""
     lines = ["| candidate | what it changes | parameters | validation accuracy per fold (%) | mean | "
-             "train accuracy (mean, %) | gain over baseline ± SE | verdict | s/epoch (1 thread) |",
+             "train accuracy (mean, %) | gain over baseline ± SE | verdict | s/epoch (1 thread, or a shared GPU) |",
              "|---|---|---:|---|---:|---:|---|---|---:|"]
     for name, candidate in CANDIDATES.items():
         scores = fold_scores(ledger, name)
@@ -234,7 +240,10 @@ def ledger_table(ledger: list[dict]) -> str:
 
 def write_ledger(ledger: list[dict]) -> None:
     """Store every run (JSON) and the table drawn from them (Markdown)."""
-    LEDGER_JSON.write_text(json.dumps(sorted(ledger, key=lambda r: (r["candidate"], r["fold"])), indent=1))
+    # Through a temporary file, so that a sweep stopped mid-write leaves the last complete ledger.
+    partial = LEDGER_JSON.with_suffix(".json.part")
+    partial.write_text(json.dumps(sorted(ledger, key=lambda r: (r["candidate"], r["fold"])), indent=1))
+    partial.replace(LEDGER_JSON)
     print(f"wrote {LEDGER_JSON} ({len(ledger)} runs)\nwrote {LEDGER_MD}", flush=True)
     LEDGER_MD.write_text("Six-fold cross-validation on the 60,000 training images, written by "
                          "`python benchmarks/crossval.py`; a gain counts when it exceeds twice its standard "
@@ -258,6 +267,9 @@ def main() -> None:
     unknown = [name for name in args.candidates if name not in CANDIDATES]
     if unknown:
         parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    on_gpu = [name for name in args.candidates if CANDIDATES[name].device == "cuda"]
+    if on_gpu and not torch.cuda.is_available():
+        parser.error(f"{on_gpu} train on a CUDA GPU, and PyTorch sees none here")
 
     os.environ["TQDM_DISABLE"] = "1"  # the workers' progress bars would only clutter the log
     ledger = load_ledger()

@@ -110,7 +110,9 @@ def test_run_fold_records_the_resolved_recipe_the_device_and_the_fold_it_scored(
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (60_000, 1, 28, 28), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (60_000,), generator=generator)
-    monkeypatch.setattr(crossval, "mnist_tensors", lambda train: (images[:600], labels[:600]))
+    asked_for = []  # the device run_fold loads the images onto: the candidate's
+    monkeypatch.setattr(crossval, "mnist_tensors",
+                        lambda train, device: asked_for.append(device) or (images[:600], labels[:600]))
     monkeypatch.setattr(crossval, "folds", lambda: [torch.arange(0, 100), torch.arange(100, 200)])
     threads = torch.get_num_threads()
     try:
@@ -123,6 +125,19 @@ def test_run_fold_records_the_resolved_recipe_the_device_and_the_fold_it_scored(
     assert recipe.network == "PublicSmallNet" and recipe.optimizer == "adam" and recipe.batch_size == 64
     assert len(record["val_acc_per_epoch"]) == 1 and record["cpu_seconds_per_epoch"] > 0
     assert "val_acc_recomputed_bn" in record  # scored with running averages, so rescored too
+    assert asked_for == ["cpu"]
+
+
+def test_a_gpu_candidate_is_paired_only_with_gpu_runs_and_refused_where_there_is_no_gpu(monkeypatch, capsys):
+    small, public = crossval.CANDIDATES["gpu-shape-small-unpadded"], crossval.CANDIDATES["gpu-shape-public"]
+    assert small.device == public.device == "cuda" and small.baseline == "gpu-shape-public"
+    assert small.recipe == crossval.CANDIDATES["shape-small-unpadded"].recipe  # the same training, another device
+    assert crossval.CANDIDATES["shape-small-unpadded"].baseline == "shape-public"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["crossval.py", "gpu-shape-public"])
+    with pytest.raises(SystemExit) as stopped:
+        crossval.main()
+    assert stopped.value.code == 2 and "PyTorch sees none here" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arguments, message", [
