@@ -466,7 +466,8 @@ def plot_shape_map(scores: Sequence[ShapeScore]) -> Figure:
                 ax.annotate(score.name, (x, score.val_acc), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
         if what == "parameters":
             ax.axvline(SHAPE_BUDGET, color="grey", linestyle=":", linewidth=1)  # the two budgets
-        ax.set(xlabel=label, xscale="log")
+        values = [getattr(score, what) for score in scores]
+        ax.set(xlabel=label, xscale="log" if max(values) > 3 * min(values) else "linear")  # log for a wide span
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("validation accuracy (%), mean of the folds")
     handles, labels = axes[0].get_legend_handles_labels()

@@ -161,3 +161,6 @@ def test_the_shape_table_names_each_shapes_widths_baseline_and_verdict():
     assert rows[2].startswith("| net | 16 / 16,16,16 / 24,24, linear | 18,538 | 2,044,912 | 99.550 | baseline |")
     assert "| +0.150 ± 0.020 vs net | gain |" in rows[3]
     assert "10,10,10 / 12,12,12,12 / -, none, unpadded" in rows[4] and "vs public | within noise |" in rows[4]
+    assert rows[3].endswith("| 14.0 |")  # one CPU thread's seconds per epoch
+    on_gpu = shapes.shape_table(scores, [0, 3], on_gpu=True).splitlines()  # runs that shared a GPU: no timing
+    assert "CPU s/epoch" not in on_gpu[0] and on_gpu[3].endswith("| gain |")

@@ -1,4 +1,5 @@
 """Tests of the data path, the training loop, saving, predicting and the plots."""
+import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -888,15 +889,21 @@ def test_each_notebook_check_returns_a_margin_that_turns_negative_when_the_readi
 
 
 def test_shape_scores_pair_each_shape_with_the_baseline_of_its_budget_on_the_folds_asked_for():
-    def run(name, fold, acc):
+    def run(name, fold, acc, prefix="shape-"):
         network = f"shape:{name}"
         parameters = count_parameters(utils.build_network(network))
-        return dict(candidate=f"shape-{name}", fold=fold, val_acc=acc, parameters=parameters,
+        return dict(candidate=f"{prefix}{name}", fold=fold, val_acc=acc, parameters=parameters,
                     recipe=dict(network=network, width=None), cpu_seconds_per_epoch=10.0 + fold)
 
     ledger = [run("net", 0, 99.50), run("net", 3, 99.60), run("public", 0, 99.40), run("public", 3, 99.50),
               run("wide-14", 0, 99.55), run("wide-14", 3, 99.67), run("small-unpadded", 0, 99.30),
               run("small-unpadded", 3, 99.38), run("deep-7", 0, 99.9)]  # deep-7 lacks fold 3: left out
+    on_gpu = [run("public", 0, 99.35, "gpu-shape-"), run("public", 3, 99.55, "gpu-shape-"),
+              run("small-unpadded", 0, 99.40, "gpu-shape-"), run("small-unpadded", 3, 99.58, "gpu-shape-")]
+    ledger += on_gpu
+    gpu_scores = {score.name: score for score in utils.shape_scores(ledger, folds=[0, 3], prefix="gpu-shape-")}
+    assert list(gpu_scores) == ["small-unpadded", "public"]  # paired with the GPU's public design only
+    assert gpu_scores["small-unpadded"].gain == pytest.approx(0.04)
     scores = {score.name: score for score in utils.shape_scores(ledger, folds=[0, 3])}
     assert list(scores) == ["small-unpadded", "public", "net", "wide-14"]  # by parameters
     assert scores["wide-14"].gain == pytest.approx(0.06) and scores["wide-14"].standard_error == pytest.approx(0.01)
@@ -905,7 +912,9 @@ def test_shape_scores_pair_each_shape_with_the_baseline_of_its_budget_on_the_fol
     assert scores["net"].cpu_seconds_per_epoch == pytest.approx(11.5)
     fig = utils.plot_shape_map(list(scores.values()))
     left, right = fig.axes
-    assert left.get_xscale() == right.get_xscale() == "log"
+    assert left.get_xscale() == right.get_xscale() == "linear"  # 7,144 to 19,306 parameters: a narrow span
+    wide = [scores["net"], dataclasses.replace(scores["small-unpadded"], parameters=1_000, multiply_adds=100_000)]
+    assert [ax.get_xscale() for ax in utils.plot_shape_map(wide).axes] == ["log", "log"]
     assert sorted(text.get_text() for text in left.get_legend().get_texts()) == ["Net", "the public design"]
     assert sorted(a.get_text() for a in left.texts) == ["small-unpadded", "wide-14"]  # the others are named
 
