@@ -69,6 +69,8 @@ def run_group(record: dict) -> str:
     network = f"Net(n_channels={recipe['width']})" if recipe["network"] == "Net" else recipe["network"]
     training = {"notebook": "this project's training", "reference": "its own recipe, rebuilt",
                 "public-8k": "its published training"}.get(record["name"], record["name"])
+    if record["name"].startswith("shape-"):  # crossval.py's shape candidates: the notebook's recipe, in bfloat16
+        training = "this project's training"
     precision = ", bfloat16" if recipe.get("precision") == "bfloat16" else ""
     return f"{network}, {training}{precision}, batches of {recipe['batch_size']}, {recipe['epochs']} epochs"
 

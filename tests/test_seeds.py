@@ -110,6 +110,10 @@ def test_the_results_figure_and_table_show_every_run_in_a_group_of_seeds():
     assert points == pytest.approx([99.51, 99.52, 99.52, 99.53])
     table = records.results_table(runs)
     assert "| 1,2,3 | 99.51 99.52 99.53 | **99.520** | 99.51 | 99.53 |" in table and "ReferenceNet" in table
+    shape = dict(record(1, 99.50, name="shape-small-unpadded-14"))  # a crossval candidate's recipe on the test set
+    shape["recipe"] = dict(shape["recipe"], network="shape:small-unpadded-14", width=None, precision="bfloat16")
+    assert records.run_group(shape) == ("shape:small-unpadded-14, this project's training, bfloat16, "
+                                        "batches of 256, 19 epochs")
 
 
 def test_the_committed_records_each_name_a_recipe_that_rebuilds():
