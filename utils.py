@@ -848,9 +848,13 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":
-        """Read a history written by `save`."""
+        """Read a history written by `save`; a file of another layout (an older version's) is refused by name."""
         values = json.loads(Path(path).read_text())
-        return cls(**{**values, "recipe": Recipe.from_dict(values["recipe"])})
+        try:
+            return cls(**{**values, "recipe": Recipe.from_dict(values["recipe"])})
+        except (KeyError, TypeError) as error:  # a missing field, or one this version does not know
+            raise ValueError(f"'{path}' is not a history this version of History.save writes "
+                             f"({type(error).__name__}: {error}); train again to get one") from None
 
 
 def fit(model: nn.Module, recipe: Recipe, train_images: torch.Tensor, train_labels: torch.Tensor,

@@ -1,5 +1,4 @@
 """Tests of the data path, the training loop, saving, predicting and the plots."""
-import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -386,6 +385,10 @@ def test_history_round_trips_through_json_and_overwrites_only_a_history(tmp_path
     with pytest.raises(FileExistsError, match="is not a history saved by History.save: not overwriting it"):
         history.save(notes)
     assert notes.read_text() == '{"my": "notes"}'
+    older = tmp_path / "older.json"  # an earlier layout: the network beside the recipe, not in it
+    older.write_text(json.dumps({**asdict(history), "network": "Net", "width": 8}))
+    with pytest.raises(ValueError, match="is not a history this version of History.save writes .*network"):
+        History.load(older)
 
 
 def test_same_seed_gives_identical_runs_on_a_real_subset(mnist_train):
@@ -913,7 +916,7 @@ def test_shape_scores_pair_each_shape_with_the_baseline_of_its_budget_on_the_fol
     fig = utils.plot_shape_map(list(scores.values()))
     left, right = fig.axes
     assert left.get_xscale() == right.get_xscale() == "linear"  # 7,144 to 19,306 parameters: a narrow span
-    wide = [scores["net"], dataclasses.replace(scores["small-unpadded"], parameters=1_000, multiply_adds=100_000)]
+    wide = [scores["net"], replace(scores["small-unpadded"], parameters=1_000, multiply_adds=100_000)]
     assert [ax.get_xscale() for ax in utils.plot_shape_map(wide).axes] == ["log", "log"]
     assert sorted(text.get_text() for text in left.get_legend().get_texts()) == ["Net", "the public design"]
     assert sorted(a.get_text() for a in left.texts) == ["small-unpadded", "wide-14"]  # the others are named
