@@ -101,7 +101,7 @@ def results_table(records: list[dict]) -> str:
 def plot_accuracy_vs_parameters(records: list[dict]) -> Figure:
     """Last-epoch test accuracy against parameter count, one point per run, a colour per group of seeds,
     with the reference design's published result and the 99.40% line."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     groups = {run_group(runs[0]): runs for runs in group_runs(records).values()}
     for index, (label, runs) in enumerate(groups.items()):
         offset = 60 * (index % 5 - 2)  # a small sideways jitter per group, so that groups of one network stay apart
@@ -113,7 +113,8 @@ def plot_accuracy_vs_parameters(records: list[dict]) -> Figure:
     ax.set(xlabel="trainable parameters", ylabel="last-epoch test accuracy (%)",
            title="One point per run (CPU, one thread a run)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center")  # the middle of the axis, between the small and the large networks
+    # Below the axes: inside, a legend this long hides points.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
     fig.tight_layout()
     return fig
 
