@@ -5,7 +5,8 @@ one run (15 epochs unless the candidate says otherwise) trains on the other 50,0
 fold + 1) and is scored at its last epoch on the fold. A candidate's score is the mean over the six
 folds; it is compared with its baseline fold by fold, and a gain counts only when it exceeds twice the
 standard error of those differences. The test
-set is never read. Two folds run at once, one thread each.
+set is never read. Two folds run at once, one thread each. A candidate named "gpu-..." trains on a CUDA GPU
+(`benchmarks/gpu.sh OUTPUT_FOLDER shapes` runs them 16 at a time) and is paired only with GPU runs.
 
     python benchmarks/crossval.py running-bn-15 clean-2   # runs what the ledger lacks, then rewrites it
     python benchmarks/crossval.py --list             # the candidates this script knows
