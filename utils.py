@@ -424,6 +424,13 @@ class ShapeScore:
     gain: float  # over its baseline, fold by fold (0 for a baseline)
     standard_error: float
     cpu_seconds_per_epoch: float
+    baseline: str  # the shape it is paired with: "net" or "public"
+
+    def gain_text(self) -> str:
+        """The paired gain with its standard error and baseline, or "baseline" for the baseline itself."""
+        if self.name == self.baseline:
+            return "baseline"
+        return f"{self.gain:+.3f} ± {self.standard_error:.3f} vs {self.baseline}"
 
 
 def shape_scores(ledger: list[dict], folds: Sequence[int], prefix: str = "shape-") -> list[ShapeScore]:
@@ -437,14 +444,16 @@ def shape_scores(ledger: list[dict], folds: Sequence[int], prefix: str = "shape-
             continue
         chosen = [runs[fold] for fold in folds]
         parameters = chosen[0]["parameters"]
-        baseline = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, shape_baseline(parameters, prefix)).items()
-                    if fold in folds}
-        paired = paired_gain({fold: runs[fold]["val_acc"] for fold in folds}, baseline) or (math.nan, math.nan, 0)
+        baseline = shape_baseline(parameters, prefix)
+        baseline_accuracy = {fold: r["val_acc"] for fold, r in ledger_runs(ledger, baseline).items() if fold in folds}
+        paired = (paired_gain({fold: runs[fold]["val_acc"] for fold in folds}, baseline_accuracy)
+                  or (math.nan, math.nan, 0))
         network = build_network(chosen[0]["recipe"]["network"], chosen[0]["recipe"]["width"])
         scores.append(ShapeScore(name.removeprefix(prefix), parameters,
                                  sum(cost.multiply_adds for cost in layer_costs(network)),
                                  statistics.mean(r["val_acc"] for r in chosen), paired[0], paired[1],
-                                 statistics.mean(r["cpu_seconds_per_epoch"] for r in chosen)))
+                                 statistics.mean(r["cpu_seconds_per_epoch"] for r in chosen),
+                                 baseline.removeprefix(prefix)))
     return sorted(scores, key=lambda score: score.parameters)
 
 

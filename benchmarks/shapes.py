@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # model.py and utils.py, when run as a script
 from model import SHAPES  # noqa: E402
-from utils import ShapeScore, plot_shape_map, shape_baseline, shape_scores, verdict  # noqa: E402
+from utils import ShapeScore, plot_shape_map, shape_scores, verdict  # noqa: E402
 
 LEDGER = ROOT / "benchmarks" / "ledger.json"
 FIGURES = {False: ROOT / "benchmarks" / "shapes.png", True: ROOT / "benchmarks" / "shapes-gpu.png"}
@@ -34,11 +34,9 @@ def shape_table(scores: list[ShapeScore], folds: list[int], on_gpu: bool = False
         widths = " / ".join(",".join(map(str, stage)) or "-" for stage in (shape.at_28, shape.at_14, shape.at_7))
         head = ", 1x1 head " + ",".join(map(str, shape.head)) if shape.head else ""
         detail = f"{widths}, {shape.transition}{'' if shape.padded else ', unpadded'}{head}"
-        baseline = shape_baseline(score.parameters).removeprefix("shape-")
-        gain, outcome = ("baseline", "") if score.name == baseline else (
-            f"{score.gain:+.3f} ± {score.standard_error:.3f} vs {baseline}", verdict(score.gain, score.standard_error))
+        outcome = "" if score.name == score.baseline else verdict(score.gain, score.standard_error)
         lines.append(f"| {score.name} | {detail} | {score.parameters:,} | {score.multiply_adds:,} | "
-                     f"{score.val_acc:.3f} | {gain} | {outcome} |"
+                     f"{score.val_acc:.3f} | {score.gain_text()} | {outcome} |"
                      + ("" if on_gpu else f" {score.cpu_seconds_per_epoch:.1f} |"))
     return "\n".join(lines)
 

@@ -153,9 +153,9 @@ def test_bad_command_lines_stop_before_any_run(arguments, message):
 def test_the_shape_table_names_each_shapes_widths_baseline_and_verdict():
     import shapes
 
-    scores = [utils.ShapeScore("net", 18_538, 2_044_912, 99.55, 0.0, 0.0, 12.0),
-              utils.ShapeScore("wide-14", 19_306, 2_665_016, 99.70, 0.15, 0.02, 14.0),
-              utils.ShapeScore("small-unpadded", 7_144, 1_896_600, 99.40, -0.02, 0.03, 15.0)]
+    scores = [utils.ShapeScore("net", 18_538, 2_044_912, 99.55, 0.0, 0.0, 12.0, "net"),
+              utils.ShapeScore("wide-14", 19_306, 2_665_016, 99.70, 0.15, 0.02, 14.0, "net"),
+              utils.ShapeScore("small-unpadded", 7_144, 1_896_600, 99.40, -0.02, 0.03, 15.0, "public")]
     rows = shapes.shape_table(scores, [0, 3]).splitlines()
     assert "folds 0, 3" in rows[0]
     assert rows[2].startswith("| net | 16 / 16,16,16 / 24,24, linear | 18,538 | 2,044,912 | 99.550 | baseline |")
