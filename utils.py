@@ -426,9 +426,14 @@ class ShapeScore:
     cpu_seconds_per_epoch: float
     baseline: str  # the shape it is paired with: "net" or "public"
 
+    @property
+    def is_baseline(self) -> bool:
+        """Whether this shape is the baseline of its budget (its gain is 0 by construction)."""
+        return self.name == self.baseline
+
     def gain_text(self) -> str:
         """The paired gain with its standard error and baseline, or "baseline" for the baseline itself."""
-        if self.name == self.baseline:
+        if self.is_baseline:
             return "baseline"
         return f"{self.gain:+.3f} ± {self.standard_error:.3f} vs {self.baseline}"
 

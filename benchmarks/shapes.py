@@ -34,7 +34,7 @@ def shape_table(scores: list[ShapeScore], folds: list[int], on_gpu: bool = False
         widths = " / ".join(",".join(map(str, stage)) or "-" for stage in (shape.at_28, shape.at_14, shape.at_7))
         head = ", 1x1 head " + ",".join(map(str, shape.head)) if shape.head else ""
         detail = f"{widths}, {shape.transition}{'' if shape.padded else ', unpadded'}{head}"
-        outcome = "" if score.name == score.baseline else verdict(score.gain, score.standard_error)
+        outcome = "" if score.is_baseline else verdict(score.gain, score.standard_error)
         lines.append(f"| {score.name} | {detail} | {score.parameters:,} | {score.multiply_adds:,} | "
                      f"{score.val_acc:.3f} | {score.gain_text()} | {outcome} |"
                      + ("" if on_gpu else f" {score.cpu_seconds_per_epoch:.1f} |"))

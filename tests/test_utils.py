@@ -912,7 +912,8 @@ def test_shape_scores_pair_each_shape_with_the_baseline_of_its_budget_on_the_fol
     assert scores["wide-14"].gain == pytest.approx(0.06) and scores["wide-14"].standard_error == pytest.approx(0.01)
     assert scores["small-unpadded"].gain == pytest.approx(-0.11)  # against the public design, not Net
     assert scores["small-unpadded"].gain_text() == "-0.110 ± 0.010 vs public"
-    assert scores["wide-14"].baseline == "net" and scores["net"].gain_text() == "baseline"
+    assert scores["wide-14"].baseline == "net" and not scores["wide-14"].is_baseline
+    assert scores["net"].is_baseline and scores["net"].gain_text() == "baseline"
     assert gpu_scores["public"].gain_text() == "baseline"  # named without the device's prefix
     assert scores["net"].multiply_adds == 2_044_912 and scores["net"].val_acc == pytest.approx(99.55)
     assert scores["net"].cpu_seconds_per_epoch == pytest.approx(11.5)
